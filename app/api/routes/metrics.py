@@ -1,0 +1,29 @@
+"""Prometheus metrics of the API process, plus live gauges (documents by status, queue depth)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from sqlalchemy import func, select
+
+from app.db.models import Document
+from app.metrics import LiveGauges
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/metrics", include_in_schema=False)
+def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text format: this process's counters, documents by status, queue depth."""
+    rt = request.app.state.runtime
+    queue = request.app.state.queue
+
+    def documents_by_status() -> dict[str, int]:
+        with rt.sessions() as s:
+            rows = s.execute(select(Document.status, func.count()).group_by(Document.status))
+            return {status: n for status, n in rows.all()}
+
+    registry = CollectorRegistry()
+    registry.register(LiveGauges(documents_by_status, queue.depth if queue else lambda: None))
+    body = generate_latest(REGISTRY) + generate_latest(registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

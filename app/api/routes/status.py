@@ -1,0 +1,32 @@
+"""Embedding provider status (the API face of ``docvec providers``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import RuntimeDep
+from app.embeddings.status import ProbeMode, provider_statuses
+
+router = APIRouter(tags=["status"])
+
+
+@router.get("/status")
+async def status(
+    rt: RuntimeDep,
+    probe: ProbeMode = Query(
+        "configured",
+        description="Which remote providers get one live test request (results cached 30 s).",
+    ),
+    timeout_s: float = Query(5.0, gt=0, le=30, description="Seconds per probe request."),
+) -> dict[str, Any]:
+    """Each embedding provider: available or not and why, model, dimension, limits in force."""
+    report = await run_in_threadpool(
+        provider_statuses, rt.settings.embedding, probe=probe, timeout_s=timeout_s
+    )
+    return {
+        "configured_provider": rt.settings.embedding.provider,
+        "providers": [r.as_dict() for r in report],
+    }

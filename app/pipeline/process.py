@@ -1,0 +1,403 @@
+"""The one pipeline function: extract → chunk → embed → upsert points → one SQL transaction.
+
+Called by the Celery task and by the in-process mode (``docvec ingest``), so both run the same code.
+It never imports Celery or FastAPI: it returns a :class:`ProcessResult` whose ``outcome`` tells the
+caller whether to retry.
+
+Guarantees (DESIGN §2):
+1. Vector store first, SQL second: points are upserted, stale points deleted, and only then are the
+   chunk rows replaced and the document marked ``vectorized``, in one transaction.
+2. Point ids are ``uuid5(document_id:chunk_index)``: re-runs overwrite, never add.
+3. One run wins: each run carries the document's ``generation``; the commit phase locks the document
+   row (``SELECT … FOR UPDATE``), and a run whose generation is no longer current, or that finds the
+   document already vectorized for it, writes nothing — not to SQL and not to the vector store.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from app import metrics
+from app.db.models import (
+    AttemptOutcome,
+    Document,
+    DocumentChunk,
+    DocumentStatus,
+    VectorizationAttempt,
+    utcnow,
+)
+from app.db.session import session_scope
+from app.embeddings import EmbeddingUsage
+from app.errors import DatabaseUnavailable, DocvecError, PermanentError, TransientError
+from app.pipeline.budget import extract_within_budget
+from app.runtime import Runtime
+from app.vectorstore import Point, point_id
+
+log = logging.getLogger(__name__)
+
+#: Largest error text stored per document; longer reasons are cut (the full one is in the logs).
+MAX_ERROR_CHARS = 2000
+
+
+@dataclass
+class ProcessResult:
+    """How one run of :func:`process_document` ended.
+
+    ``outcome`` is an :class:`AttemptOutcome` value, or ``"skipped"`` when there was nothing to do
+    (document deleted, superseded, or already vectorized for this generation).
+    """
+
+    document_id: uuid.UUID
+    outcome: str
+    chunks: int = 0
+    error: str | None = None
+    stage: str | None = None
+    retry_after_s: float | None = None
+    #: Name of the error tree class that ended the run (failed or retrying).
+    error_class: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    attempt_id: uuid.UUID
+    generation: int
+    storage_uri: str
+    file_name: str
+    project_id: uuid.UUID
+
+
+class _Superseded(Exception):
+    """Internal: a newer run owns the document."""
+
+
+def _worker_name() -> str:
+    return socket.gethostname()
+
+
+def process_document(
+    rt: Runtime,
+    document_id: uuid.UUID,
+    generation: int | None = None,
+    *,
+    task_id: str | None = None,
+    attempt: int = 1,
+    final_attempt: bool = True,
+    on_chunks: Callable[[int], None] | None = None,
+) -> ProcessResult:
+    """Vectorize one document.
+
+    Args:
+        rt: the process's parts.
+        document_id: the document to process.
+        generation: the generation the job was enqueued for; ``None`` takes the current one.
+        task_id / attempt: recorded on the attempt row.
+        final_attempt: if True, a transient error fails the document instead of asking for a retry.
+        on_chunks: progress callback, called with the number of chunks embedded per batch.
+
+    Returns:
+        ProcessResult with outcome ``succeeded``, ``retrying`` (caller retries later), ``failed``,
+        ``superseded`` or ``skipped``.
+
+    Raises:
+        DatabaseUnavailable: the database could not record the outcome (the caller retries).
+    """
+    result = _process(
+        rt,
+        document_id,
+        generation,
+        task_id=task_id,
+        attempt=attempt,
+        final_attempt=final_attempt,
+        on_chunks=on_chunks,
+    )
+    metrics.DOCUMENTS_PROCESSED.labels(str(result.outcome)).inc()
+    for stage, ms in result.timings_ms.items():
+        metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+    if result.outcome == AttemptOutcome.succeeded:
+        metrics.CHUNKS_EMBEDDED.labels(rt.provider.name).inc(result.chunks)
+    elif result.outcome == AttemptOutcome.retrying:
+        metrics.TASK_RETRIES.labels(result.error_class or "unknown").inc()
+    elif result.outcome == AttemptOutcome.failed:
+        metrics.TASK_FAILURES.labels(result.error_class or "unknown").inc()
+    return result
+
+
+def _process(
+    rt: Runtime,
+    document_id: uuid.UUID,
+    generation: int | None = None,
+    *,
+    task_id: str | None = None,
+    attempt: int = 1,
+    final_attempt: bool = True,
+    on_chunks: Callable[[int], None] | None = None,
+) -> ProcessResult:
+    timings: dict[str, float] = {}
+    try:
+        claimed = _claim(rt, document_id, generation, task_id=task_id, attempt=attempt)
+    except OperationalError as exc:
+        raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
+    if claimed is None:
+        return ProcessResult(document_id, "skipped")
+    attempt_id, generation = claimed.attempt_id, claimed.generation
+
+    stage = "read"
+    usage = EmbeddingUsage()
+    try:
+        t = time.perf_counter()
+        data = rt.storage.read(claimed.storage_uri)
+        timings["read"] = _ms(t)
+
+        stage = "extract"
+        t = time.perf_counter()
+        # In a child process bounded in time and memory: a hostile file fails only itself.
+        extracted = extract_within_budget(data, claimed.file_name, rt.settings)
+        del data
+        timings["extract"] = _ms(t)
+
+        stage = "chunk"
+        t = time.perf_counter()
+        chunks = rt.chunker.split(extracted.text)
+        timings["chunk"] = _ms(t)
+        if not chunks:
+            from app.errors import EmptyDocument
+
+            raise EmptyDocument("no text left after normalisation", stage="chunk")
+
+        # Refuse a vector-size mismatch before paying for embeddings (DimensionMismatch is
+        # permanent and names both sizes).
+        stage = "upsert"
+        rt.ensure_collection()
+
+        stage = "embed"
+        t = time.perf_counter()
+        provider = rt.provider
+        vectors = provider.embed_documents(
+            [c.text for c in chunks], usage=usage, on_batch=on_chunks
+        )
+        timings["embed"] = _ms(t)
+
+        stage = "upsert"
+        points = [
+            Point(
+                id=point_id(document_id, c.index),
+                vector=v,
+                project_id=claimed.project_id,
+                document_id=document_id,
+                chunk_index=c.index,
+                file_name=claimed.file_name,
+                # The store writes the chunk's lexical terms with its vector (app/lexical.py).
+                text=c.text,
+            )
+            for c, v in zip(chunks, vectors, strict=True)
+        ]
+        rows = [
+            {
+                "id": p.id,
+                "document_id": document_id,
+                "chunk_index": c.index,
+                "content": c.text,
+                "start_char": c.start_char,
+                "end_char": c.end_char,
+                "token_count": c.token_count,
+                "page": extracted.page_at(c.start_char),
+            }
+            for c, p in zip(chunks, points, strict=True)
+        ]
+        with session_scope(rt.sessions) as s:
+            doc = s.get(Document, document_id, with_for_update=True, populate_existing=True)
+            if (
+                doc is None
+                or doc.generation != generation
+                or (doc.status == DocumentStatus.vectorized)
+            ):
+                raise _Superseded
+            t = time.perf_counter()
+            rt.vector_store.upsert(points)
+            # Points of chunk indexes the new run no longer has (the document got shorter).
+            rt.vector_store.delete_document(document_id, from_chunk_index=len(points))
+            timings["upsert"] = _ms(t)
+
+            stage = "commit"
+            t = time.perf_counter()
+            s.execute(delete(DocumentChunk).where(DocumentChunk.document_id == document_id))
+            s.execute(insert(DocumentChunk), rows)
+            doc.status = DocumentStatus.vectorized
+            doc.error = None
+            doc.failed_stage = None
+            doc.chunk_count = len(rows)
+            doc.page_count = extracted.page_count
+            doc.content_type = extracted.content_type
+            doc.embedding_model = f"{provider.name}:{provider.model}"
+            doc.vectorized_at = utcnow()
+            # The COMMIT itself is not in this figure: the attempt row is written in it.
+            timings["commit"] = _ms(t)
+            _finish_attempt(
+                s,
+                attempt_id,
+                AttemptOutcome.succeeded,
+                chunks=len(rows),
+                timings=timings,
+                usage=usage,
+            )
+        return ProcessResult(
+            document_id, AttemptOutcome.succeeded, chunks=len(rows), timings_ms=timings
+        )
+    except _Superseded:
+        _record(rt, attempt_id, AttemptOutcome.superseded, timings=timings, usage=usage)
+        return ProcessResult(document_id, AttemptOutcome.superseded, timings_ms=timings)
+    except rt.transient_exceptions as exc:
+        err: DocvecError = TransientError(f"{type(exc).__name__}: {exc}", stage=stage)
+        return _fail(rt, document_id, attempt_id, err, stage, final_attempt, timings, usage)
+    except OperationalError as exc:
+        err = DatabaseUnavailable(f"database unavailable: {exc.orig}", stage=stage)
+        return _fail(rt, document_id, attempt_id, err, stage, final_attempt, timings, usage)
+    except DocvecError as exc:
+        return _fail(rt, document_id, attempt_id, exc, stage, final_attempt, timings, usage)
+    except (SQLAlchemyError, Exception) as exc:  # a bug or an unexpected library error
+        log.exception("unexpected error processing document %s", document_id)
+        err = PermanentError(f"internal error: {type(exc).__name__}: {exc}", stage=stage)
+        return _fail(rt, document_id, attempt_id, err, stage, final_attempt, timings, usage)
+
+
+def _ms(t: float) -> float:
+    return round((time.perf_counter() - t) * 1000, 2)
+
+
+def _claim(
+    rt: Runtime,
+    document_id: uuid.UUID,
+    generation: int | None,
+    *,
+    task_id: str | None,
+    attempt: int,
+) -> _Claim | None:
+    """Mark the document ``processing`` and open an attempt row; None if there is nothing to do."""
+    with session_scope(rt.sessions) as s:
+        doc = s.get(Document, document_id, with_for_update=True)
+        if doc is None:
+            log.info("document %s no longer exists; nothing to do", document_id)
+            return None
+        if generation is None:
+            generation = doc.generation
+        if doc.generation != generation:
+            log.info(
+                "document %s: generation %s superseded by %s",
+                document_id,
+                generation,
+                doc.generation,
+            )
+            return None
+        if doc.status == DocumentStatus.vectorized:
+            log.info("document %s already vectorized for generation %s", document_id, generation)
+            return None
+        doc.status = DocumentStatus.processing
+        row = VectorizationAttempt(
+            document_id=document_id,
+            task_id=task_id,
+            worker=_worker_name(),
+            attempt=attempt,
+            generation=generation,
+        )
+        s.add(row)
+        s.flush()
+        return _Claim(row.id, generation, doc.storage_uri, doc.file_name, doc.project_id)
+
+
+def _finish_attempt(
+    s: object,
+    attempt_id: uuid.UUID,
+    outcome: AttemptOutcome,
+    *,
+    chunks: int | None = None,
+    error: str | None = None,
+    stage: str | None = None,
+    error_class: str | None = None,
+    timings: dict[str, float] | None = None,
+    usage: EmbeddingUsage | None = None,
+) -> None:
+    from sqlalchemy.orm import Session
+
+    assert isinstance(s, Session)
+    row = s.get(VectorizationAttempt, attempt_id)
+    if row is None:
+        return
+    row.outcome = outcome
+    row.finished_at = utcnow()
+    row.chunks = chunks
+    row.error = error
+    row.failed_stage = stage
+    row.error_class = error_class
+    row.timings_ms = dict(timings or {})
+    if usage is not None:
+        row.usage = usage.as_dict()
+
+
+def _record(
+    rt: Runtime,
+    attempt_id: uuid.UUID,
+    outcome: AttemptOutcome,
+    *,
+    timings: dict[str, float],
+    usage: EmbeddingUsage,
+) -> None:
+    with session_scope(rt.sessions) as s:
+        _finish_attempt(s, attempt_id, outcome, timings=timings, usage=usage)
+
+
+def _fail(
+    rt: Runtime,
+    document_id: uuid.UUID,
+    attempt_id: uuid.UUID,
+    exc: DocvecError,
+    stage: str,
+    final_attempt: bool,
+    timings: dict[str, float],
+    usage: EmbeddingUsage,
+) -> ProcessResult:
+    stage = exc.stage or stage
+    reason = str(exc)[:MAX_ERROR_CHARS]
+    retry = isinstance(exc, TransientError) and not final_attempt
+    outcome = AttemptOutcome.retrying if retry else AttemptOutcome.failed
+    if isinstance(exc, TransientError) and not retry:
+        reason = f"transient error, no retries left: {reason}"[:MAX_ERROR_CHARS]
+    try:
+        with session_scope(rt.sessions) as s:
+            doc = s.get(Document, document_id, with_for_update=True)
+            if doc is not None and doc.status == DocumentStatus.processing:
+                # A retrying document waits in the queue, so it is pending again, not stuck.
+                doc.status = DocumentStatus.pending if retry else DocumentStatus.failed
+                doc.error = reason
+                doc.failed_stage = stage
+            _finish_attempt(
+                s,
+                attempt_id,
+                outcome,
+                error=reason,
+                stage=stage,
+                error_class=type(exc).__name__,
+                timings=timings,
+                usage=usage,
+            )
+    except OperationalError as db_exc:
+        raise DatabaseUnavailable(f"database unavailable: {db_exc.orig}") from db_exc
+    level = logging.WARNING if retry else logging.ERROR
+    log.log(level, "document %s %s at %s: %s", document_id, outcome, stage, reason)
+    return ProcessResult(
+        document_id,
+        outcome,
+        error=reason,
+        stage=stage,
+        retry_after_s=getattr(exc, "retry_after_s", None),
+        error_class=type(exc).__name__,
+        timings_ms=timings,
+    )

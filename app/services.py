@@ -1,0 +1,523 @@
+"""Operations shared by the API and the CLI: projects, uploads, re-vectorize, delete, search.
+
+Keyword-only functions over a SQLAlchemy session and the runtime's parts. Enqueueing is a callback
+(``Enqueue``), so this module knows nothing of Celery: the API passes a broker enqueuer, the CLI an
+in-process runner.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.db.models import Document, DocumentChunk, DocumentStatus, Project
+from app.embeddings import EmbeddingProvider
+from app.storage import FileStorage, StoredFile
+from app.vectorstore import DEFAULT_SEARCH_MODE, SEARCH_MODES, SearchMode, VectorStore
+
+#: ``enqueue(document_id, generation)`` — schedule processing of that generation of a document.
+Enqueue = Callable[[uuid.UUID, int], None]
+
+#: Longest stored file name, characters (fits the column and common file systems' 255 bytes).
+MAX_FILE_NAME = 200
+# Path separators, C0/C1 controls, and the invisible format characters that disguise a name
+# (bidirectional overrides show "invoice\u202efdp.exe" as "invoiceexe.pdf"; zero-width spaces and
+# the BOM hide characters). Zero-width (non-)joiners stay: emoji and Indic names need them.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]+")
+
+
+class NotFound(LookupError):
+    """The project or document does not exist (the API answers 404)."""
+
+
+class Conflict(ValueError):
+    """The request conflicts with existing state (the API answers 409)."""
+
+
+def sanitize_file_name(name: str | None) -> str:
+    """A display-safe file name: the last path component, no control characters, ≤ 200 chars.
+
+    Only used for display and payloads: stored files are addressed by their hash.
+    """
+    name = unicodedata.normalize("NFC", name or "")
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE.sub("_", name).strip().strip(".") or "unnamed"
+    if len(name) > MAX_FILE_NAME:
+        stem, dot, ext = name.rpartition(".")
+        if dot and 0 < len(ext) <= 10:
+            name = stem[: MAX_FILE_NAME - len(ext) - 1] + "." + ext
+        else:
+            name = name[:MAX_FILE_NAME]
+    return name
+
+
+# ---- projects -----------------------------------------------------------------------------
+def create_project(s: Session, *, name: str, description: str | None = None) -> Project:
+    """Create a project. Raises :class:`Conflict` if the name is taken."""
+    project = Project(name=name, description=description)
+    s.add(project)
+    try:
+        s.flush()
+    except IntegrityError as exc:
+        s.rollback()
+        raise Conflict(f"a project named {name!r} already exists") from exc
+    return project
+
+
+def get_or_create_project(s: Session, *, name: str) -> Project:
+    """The project called ``name``, created if missing."""
+    project = s.scalar(select(Project).where(Project.name == name))
+    if project is not None:
+        return project
+    try:
+        return create_project(s, name=name)
+    except Conflict:
+        found = s.scalar(select(Project).where(Project.name == name))
+        assert found is not None
+        return found
+
+
+def get_project(s: Session, project_id: uuid.UUID) -> Project:
+    """The project, or :class:`NotFound`."""
+    project = s.get(Project, project_id)
+    if project is None:
+        raise NotFound(f"project {project_id} not found")
+    return project
+
+
+def find_project(s: Session, ref: str) -> Project:
+    """A project by name or id (the CLI accepts either)."""
+    project = s.scalar(select(Project).where(Project.name == ref))
+    if project is None:
+        try:
+            project = s.get(Project, uuid.UUID(ref))
+        except ValueError:
+            project = None
+    if project is None:
+        raise NotFound(f"project {ref!r} not found")
+    return project
+
+
+def delete_project(
+    s: Session, *, project: Project, store: VectorStore, storage: FileStorage
+) -> None:
+    """Delete the project's rows, then its points and unreferenced files.
+
+    SQL goes first so that no search can return a chunk of a deleted project; points left behind
+    by a crash in between are invisible (search hydrates from SQL) and ``reconcile`` removes them.
+    """
+    uris = list(s.scalars(select(Document.storage_uri).where(Document.project_id == project.id)))
+    project_id = project.id
+    s.delete(project)
+    s.commit()
+    store.delete_project(project_id)
+    _delete_unreferenced_files(s, storage, uris)
+
+
+# ---- documents ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """A recorded upload: the document and whether it is new (False: same bytes already there)."""
+
+    document: Document
+    created: bool
+
+
+def add_document(
+    s: Session,
+    *,
+    project: Project,
+    storage: FileStorage,
+    file_name: str | None,
+    pieces: Iterable[bytes] | None = None,
+    path: Path | None = None,
+    content_type: str | None = None,
+    max_bytes: int | None = None,
+) -> AddResult:
+    """Store a file content-addressed and record a ``pending`` document (generation 1).
+
+    The same bytes in the same project return the existing document (``created=False``).
+    Give either ``pieces`` (a stream of bytes) or ``path``.
+
+    Raises:
+        DocumentTooLarge: more than ``max_bytes`` bytes.
+    """
+    if path is not None:
+        stored: StoredFile = storage.save_path(path, max_bytes=max_bytes)
+    else:
+        assert pieces is not None
+        stored = storage.save_stream(pieces, max_bytes=max_bytes)
+    existing = _by_sha(s, project.id, stored.sha256)
+    if existing is not None:
+        return AddResult(existing, created=False)
+    doc = Document(
+        project_id=project.id,
+        file_name=sanitize_file_name(file_name),
+        content_type=content_type,
+        size_bytes=stored.size_bytes,
+        sha256=stored.sha256,
+        storage_uri=stored.uri,
+        status=DocumentStatus.pending,
+        generation=1,
+    )
+    s.add(doc)
+    try:
+        s.flush()
+    except IntegrityError:
+        # A concurrent upload of the same bytes won the unique (project_id, sha256) race.
+        s.rollback()
+        existing = _by_sha(s, project.id, stored.sha256)
+        if existing is None:
+            raise
+        return AddResult(existing, created=False)
+    return AddResult(doc, created=True)
+
+
+def _by_sha(s: Session, project_id: uuid.UUID, sha: str) -> Document | None:
+    return s.scalar(
+        select(Document).where(Document.project_id == project_id, Document.sha256 == sha)
+    )
+
+
+def get_document(s: Session, document_id: uuid.UUID) -> Document:
+    """The document, or :class:`NotFound`."""
+    doc = s.get(Document, document_id)
+    if doc is None:
+        raise NotFound(f"document {document_id} not found")
+    return doc
+
+
+def request_revectorize(s: Session, *, document: Document) -> int:
+    """Bump the document's generation and mark it ``pending``; returns the new generation.
+
+    The caller commits, then enqueues ``(document.id, generation)``. Older runs still in flight
+    see a newer generation at commit time and write nothing (DESIGN §2, invariant 3).
+    """
+    s.execute(
+        update(Document)
+        .where(Document.id == document.id)
+        .values(
+            generation=Document.generation + 1,
+            status=DocumentStatus.pending,
+            error=None,
+            failed_stage=None,
+        )
+    )
+    s.refresh(document)
+    return document.generation
+
+
+def delete_document(
+    s: Session, *, document: Document, store: VectorStore, storage: FileStorage
+) -> None:
+    """Delete the document's rows (chunks, attempts cascade), then its points and file."""
+    doc_id, uri = document.id, document.storage_uri
+    s.delete(document)
+    s.commit()
+    store.delete_document(doc_id)
+    _delete_unreferenced_files(s, storage, [uri])
+
+
+def _delete_unreferenced_files(s: Session, storage: FileStorage, uris: Sequence[str]) -> None:
+    for uri in set(uris):
+        still_used = s.scalar(select(func.count()).where(Document.storage_uri == uri))
+        if not still_used:
+            storage.delete(uri)
+
+
+# ---- search -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One chunk found by search.
+
+    ``score`` depends on the mode: cosine similarity in [-1, 1] (``dense``), BM25 score, positive
+    and unbounded (``lexical``), or the Reciprocal Rank Fusion score (``hybrid``). The ranks are
+    the chunk's 1-based places in the dense and lexical rankings (None: not ranked by that side,
+    or that side not asked), the scores its cosine similarity and BM25 score there.
+    """
+
+    score: float
+    document_id: uuid.UUID
+    file_name: str
+    chunk_index: int
+    page: int | None
+    text: str
+    start_char: int
+    end_char: int
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    dense_score: float | None = None
+    lexical_score: float | None = None
+
+
+def search(
+    s: Session,
+    *,
+    project: Project,
+    query: str,
+    provider: EmbeddingProvider,
+    store: VectorStore,
+    top_k: int = 5,
+    score_threshold: float | None = None,
+    mode: SearchMode = DEFAULT_SEARCH_MODE,
+) -> list[SearchResult]:
+    """Search inside one project: the ``top_k`` best chunks, best first.
+
+    ``mode``: ``dense`` (cosine similarity of embeddings), ``lexical`` (BM25; the query is not
+    embedded) or ``hybrid`` (both rankings fused by RRF). The query is embedded by the same
+    provider as the collection. ``score_threshold`` is a cosine similarity: it drops dense hits
+    below it, and in ``hybrid`` mode removes them from the dense ranking before the fusion
+    (lexical matches still count); ``lexical`` mode refuses it. The store filters by project on
+    the server side; texts come from SQL, the source of truth, so a point without a chunk row (a
+    crash mid-delete) is never shown.
+
+    Raises:
+        ValueError: an unknown ``mode``, or ``score_threshold`` with ``mode="lexical"``.
+    """
+    if mode == "dense":
+        vector = provider.embed_query(query)
+        hits = store.search(project.id, vector, top_k=top_k, score_threshold=score_threshold)
+    elif mode == "lexical":
+        if score_threshold is not None:
+            raise ValueError(
+                "score_threshold is a cosine similarity of the dense side: it has no meaning "
+                "in lexical mode"
+            )
+        hits = store.search_lexical(project.id, query, top_k=top_k)
+    elif mode == "hybrid":
+        vector = provider.embed_query(query)
+        hits = store.search_hybrid(
+            project.id, vector, query, top_k=top_k, score_threshold=score_threshold
+        )
+    else:
+        raise ValueError(f"unknown search mode {mode!r}; choose one of {list(SEARCH_MODES)}")
+    if not hits:
+        return []
+    rows = {
+        c.id: c
+        for c in s.scalars(select(DocumentChunk).where(DocumentChunk.id.in_([h.id for h in hits])))
+    }
+    names: dict[uuid.UUID, str] = {
+        doc_id: file_name
+        for doc_id, file_name in s.execute(
+            select(Document.id, Document.file_name).where(
+                Document.id.in_({h.document_id for h in hits}), Document.project_id == project.id
+            )
+        ).all()
+    }
+    results = []
+    for h in hits:
+        row = rows.get(h.id)
+        if row is None or h.document_id not in names:
+            continue
+        results.append(
+            SearchResult(
+                score=h.score,
+                document_id=h.document_id,
+                file_name=names[h.document_id],
+                chunk_index=row.chunk_index,
+                page=row.page,
+                text=row.content,
+                start_char=row.start_char,
+                end_char=row.end_char,
+                dense_rank=h.dense_rank,
+                lexical_rank=h.lexical_rank,
+                dense_score=h.dense_score,
+                lexical_score=h.lexical_score,
+            )
+        )
+    return results
+
+
+# ---- operations: retry, sweep, reconcile --------------------------------------------------
+def retry_failed(s: Session, *, project: Project | None = None) -> list[tuple[uuid.UUID, int]]:
+    """Mark every failed document (of one project, or all) pending again with a new generation.
+
+    Returns ``(document_id, generation)`` pairs for the caller to enqueue after committing.
+    """
+    q = select(Document).where(Document.status == DocumentStatus.failed)
+    if project is not None:
+        q = q.where(Document.project_id == project.id)
+    return [(d.id, request_revectorize(s, document=d)) for d in s.scalars(q).all()]
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    """What one sweep did: documents re-enqueued, and documents failed for good."""
+
+    requeued: list[tuple[uuid.UUID, int]]
+    failed: list[uuid.UUID]
+
+
+def sweep_stuck(
+    s: Session,
+    *,
+    stuck_after_s: float,
+    pending_after_s: float,
+    is_queued: Callable[[uuid.UUID], bool],
+    max_runs: int,
+) -> SweepResult:
+    """Find documents no worker will finish on its own.
+
+    * ``processing`` longer than ``stuck_after_s``: a run cannot last longer than the task's hard
+      time limit, so the worker died (OOM, machine lost) after the message was acknowledged, or the
+      time limit killed it. The sweep re-enqueues it — unless the document already had ``max_runs``
+      runs of this generation that never finished, then it fails for good (a document that kills
+      its worker every time must not loop).
+    * ``pending`` longer than ``pending_after_s`` with no queue guard: the enqueue was lost (broker
+      down at upload time). Documents merely waiting in the queue keep their guard and are left
+      alone, so a long backlog gives no false positives.
+
+    The caller commits, then enqueues ``requeued``.
+    """
+    from app.db.models import AttemptOutcome, VectorizationAttempt, utcnow
+
+    now = utcnow()
+    requeued: list[tuple[uuid.UUID, int]] = []
+    failed: list[uuid.UUID] = []
+    stuck = s.scalars(
+        select(Document)
+        .where(Document.status == DocumentStatus.processing)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for d in stuck:
+        if (now - _aware(d.updated_at)).total_seconds() < stuck_after_s:
+            continue
+        unfinished = s.scalar(
+            select(func.count()).where(
+                VectorizationAttempt.document_id == d.id,
+                VectorizationAttempt.generation == d.generation,
+                VectorizationAttempt.outcome == AttemptOutcome.running,
+            )
+        )
+        if (unfinished or 0) >= max_runs:
+            d.status = DocumentStatus.failed
+            d.failed_stage = "worker"
+            d.error = (
+                f"the worker processing this document died or hit the time limit "
+                f"{unfinished} times; it is not retried again"
+            )
+            failed.append(d.id)
+            continue
+        d.status = DocumentStatus.pending
+        d.error = "re-enqueued by the sweep: its worker stopped without finishing"
+        requeued.append((d.id, d.generation))
+    waiting = s.scalars(select(Document).where(Document.status == DocumentStatus.pending)).all()
+    for d in waiting:
+        if d.id in {r[0] for r in requeued}:
+            continue
+        if (now - _aware(d.updated_at)).total_seconds() < pending_after_s:
+            continue
+        if not is_queued(d.id):
+            d.updated_at = now
+            requeued.append((d.id, d.generation))
+    return SweepResult(requeued=requeued, failed=failed)
+
+
+def _aware(dt: datetime) -> datetime:
+    # SQLite returns naive datetimes for timezone-aware columns; they were written in UTC.
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+@dataclass
+class ReconcileReport:
+    """Differences between SQL and the vector store (DESIGN §2, invariant 6)."""
+
+    #: Points with no chunk row (e.g. a crash between a delete's SQL commit and its point delete).
+    orphan_points: set[uuid.UUID]
+    #: Chunk rows with no point, grouped by document.
+    missing_points: dict[uuid.UUID, int]
+    #: Vectorized documents whose ``chunk_count`` differs from their chunk rows.
+    count_mismatches: dict[uuid.UUID, tuple[int, int]]
+    fixed: bool = False
+    #: Points without their lexical side (written before the lexical index), by document.
+    missing_lexical: dict[uuid.UUID, int] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return not (
+            self.orphan_points
+            or self.missing_points
+            or self.count_mismatches
+            or self.missing_lexical
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "clean": self.clean,
+            "orphan_points": len(self.orphan_points),
+            "documents_missing_points": {str(k): v for k, v in self.missing_points.items()},
+            "count_mismatches": {
+                str(k): {"chunk_count": a, "chunk_rows": b}
+                for k, (a, b) in self.count_mismatches.items()
+            },
+            "documents_missing_lexical": {str(k): v for k, v in self.missing_lexical.items()},
+            "fixed": self.fixed,
+        }
+
+
+def reconcile(s: Session, *, store: VectorStore) -> ReconcileReport:
+    """Compare every chunk row with every point.
+
+    Only settled documents are compared: a document being processed may legitimately have its new
+    points written before its rows (vector store first), so documents in ``processing`` are skipped.
+    Points that have a chunk row but no lexical side (BM25 terms) are reported by document.
+    Memory: one UUID set per side (about 100 bytes per chunk).
+    """
+    busy = set(s.scalars(select(Document.id).where(Document.status == DocumentStatus.processing)))
+    rows: dict[uuid.UUID, uuid.UUID] = {
+        cid: did
+        for cid, did in s.execute(select(DocumentChunk.id, DocumentChunk.document_id)).all()
+    }
+    points = store.point_ids()
+    if busy:
+        points -= store.point_ids(document_ids=busy)
+    orphans = points - set(rows)
+    missing: dict[uuid.UUID, int] = {}
+    for cid, did in rows.items():
+        if did not in busy and cid not in points:
+            missing[did] = missing.get(did, 0) + 1
+    counts = {
+        did: n
+        for did, n in s.execute(
+            select(DocumentChunk.document_id, func.count()).group_by(DocumentChunk.document_id)
+        ).all()
+    }
+    mismatches = {
+        d.id: (d.chunk_count, counts.get(d.id, 0))
+        for d in s.scalars(select(Document).where(Document.status == DocumentStatus.vectorized))
+        if d.chunk_count != counts.get(d.id, 0)
+    }
+    no_lexical: dict[uuid.UUID, int] = {}
+    for cid in store.points_without_lexical():
+        owner = rows.get(cid)
+        if owner is not None and owner not in busy:
+            no_lexical[owner] = no_lexical.get(owner, 0) + 1
+    return ReconcileReport(orphans, missing, mismatches, missing_lexical=no_lexical)
+
+
+def repair(
+    s: Session, *, store: VectorStore, report: ReconcileReport
+) -> list[tuple[uuid.UUID, int]]:
+    """Delete orphan points; mark documents with missing points or lexical sides for re-vectorizing.
+
+    Returns ``(document_id, generation)`` pairs for the caller to enqueue after committing.
+    """
+    store.delete_points(report.orphan_points)
+    todo: list[tuple[uuid.UUID, int]] = []
+    redo = set(report.missing_points) | set(report.count_mismatches) | set(report.missing_lexical)
+    for doc_id in redo:
+        doc = s.get(Document, doc_id)
+        if doc is not None:
+            todo.append((doc.id, request_revectorize(s, document=doc)))
+    report.fixed = True
+    return todo

@@ -1,0 +1,520 @@
+"""PostgreSQL + pgvector store: one table of points, HNSW index with cosine distance.
+
+Table ``{table}``: ``id uuid`` (the point id), ``project_id``, ``document_id``, ``chunk_index``,
+``file_name``, ``embedding vector(dim)`` and ``lexical jsonb``. Every search filters by
+``project_id`` in SQL (DESIGN §2, invariant 5). Vectors travel as pgvector's text form
+``'[x,y,...]'`` cast to ``vector``, so no adapter package is needed.
+
+``lexical`` is the lexical side of the chunk, in the same row as its embedding and so written by
+the same statement: ``{term: BM25 weight}`` from :mod:`app.lexical`, GIN-indexed. A BM25 query
+finds the project's rows holding any query term through that index, takes ``N`` and each term's
+``df`` over the project's rows, and scores ``sum(count * idf * weight)`` with Lucene's IDF, the
+formula of Qdrant's IDF modifier, so both stores rank alike. PostgreSQL's own full-text search
+is not used: ``ts_rank`` has no IDF, and its parsers would tokenise differently from the Qdrant
+store. Rows written before the lexical index have ``lexical`` NULL until re-vectorized
+(``docvec reconcile`` lists them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection
+
+from app.errors import PermanentError, VectorStoreUnavailable
+from app.lexical import query_vector
+from app.vectorstore.base import (
+    Hit,
+    Point,
+    VectorStore,
+    check_dimensions,
+    dimension_mismatch,
+    ranked,
+)
+
+#: Rows per executemany batch: bounds the memory of one batch of parameters (256 x 3072 floats as
+#: text is ~6 MB) while keeping round trips few (psycopg pipelines an executemany).
+UPSERT_BATCH = 256
+#: Bounds of pgvector's ``hnsw.ef_search`` (pgvector README: "default 40", valid 1..1000).
+EF_SEARCH_DEFAULT = 40
+EF_SEARCH_MAX = 1000
+#: pgvector release that added ``hnsw.iterative_scan`` (filtered searches that keep scanning the
+#: index until ``LIMIT`` rows passed the filter).
+ITERATIVE_SCAN_SINCE = (0, 8, 0)
+
+#: The table name is interpolated into SQL, so it must be a plain identifier. 48 characters leave
+#: room for the index-name suffixes within PostgreSQL's 63-byte identifier limit.
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
+#: SQLSTATEs of CREATE EXTENSION failing because pgvector is absent or we may not install it.
+_NO_EXTENSION = {"58P01", "0A000", "42501"}
+#: pgvector's wording of a wrong vector size ("expected 3 dimensions, not 2").
+_DIM_ERROR = re.compile(r"expected (\d+) dimensions, not (\d+)")
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``url`` with the psycopg 3 driver named, as SQLAlchemy needs it.
+
+    ``postgresql://`` and ``postgres://`` (as libpq, pgserver and most hosts write them) become
+    ``postgresql+psycopg://``; a URL naming a driver is kept as it is.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class PgVectorStore(VectorStore):
+    """Points in one PostgreSQL table with the pgvector extension.
+
+    Args:
+        url: PostgreSQL URL (``postgresql://user:pw@host:5432/db`` or a socket URL such as
+            ``postgresql://postgres:@/postgres?host=/run/pg``).
+        table: table name (``DOCVEC_COLLECTION``); letters, digits and ``_``, at most 48.
+        pool_size: connections kept open per process.
+        connect_timeout_s: seconds to wait for a connection before reporting the store down.
+
+    Raises:
+        ValueError: ``table`` is not a plain identifier.
+    """
+
+    name = "pgvector"
+
+    def __init__(
+        self, *, url: str, table: str, pool_size: int = 5, connect_timeout_s: float = 10
+    ) -> None:
+        if not _TABLE_NAME.fullmatch(table):
+            raise ValueError(
+                f"pgvector table name {table!r} must be letters, digits and '_' "
+                "(not starting with a digit), at most 48 characters"
+            )
+        self.table = table
+        self._q = f'"{table}"'  # quoted, so mixed case survives
+        self._engine = sa.create_engine(
+            sqlalchemy_url(url),
+            pool_size=pool_size,
+            # A connection dropped by a database restart is replaced instead of failing a task.
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": max(1, round(connect_timeout_s))},
+        )
+        self._where = f"PostgreSQL at {self._engine.url.render_as_string(hide_password=True)}"
+        self._dimension: int | None = None
+        #: Whether the table has the ``lexical`` column (None: not looked up yet).
+        self._lexical: bool | None = None
+        self._iterative_scan: bool | None = None
+
+    # -- collection ------------------------------------------------------------------------------
+
+    def ensure_collection(self, dimension: int) -> None:
+        """Create the extension, the table for ``dimension``-sized vectors and its indexes.
+
+        Idempotent. The DDL runs under a transaction-scoped advisory lock keyed by the table name,
+        so workers starting together neither race nor deadlock.
+
+        Raises:
+            DimensionMismatch: the table exists with another vector size.
+            PermanentError: pgvector is not installed in this PostgreSQL, or we may not create it.
+            VectorStoreUnavailable: PostgreSQL cannot be reached.
+        """
+        t, q = self.table, self._q
+        with self._connect("create the table") as conn:
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"docvec:{t}"}
+            )
+            self._ensure_extension(conn)
+            existing = self._stored_dimension(conn)
+            if existing is not None and existing != dimension:
+                raise dimension_mismatch(t, existing, dimension)
+            if existing is None:
+                conn.execute(
+                    sa.text(
+                        f"CREATE TABLE IF NOT EXISTS {q} ("
+                        " id uuid PRIMARY KEY,"
+                        " project_id uuid NOT NULL,"
+                        " document_id uuid NOT NULL,"
+                        " chunk_index integer NOT NULL,"
+                        " file_name text NOT NULL,"
+                        f" embedding vector({int(dimension)}) NOT NULL,"
+                        " lexical jsonb)"
+                    )
+                )
+            elif not self._lexical_column(conn):
+                # A table made before the lexical index: its rows keep NULL until re-vectorized.
+                conn.execute(sa.text(f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS lexical jsonb"))
+            conn.execute(
+                sa.text(f'CREATE INDEX IF NOT EXISTS "{t}_project_idx" ON {q} (project_id)')
+            )
+            conn.execute(
+                sa.text(
+                    f'CREATE INDEX IF NOT EXISTS "{t}_document_idx" '
+                    f"ON {q} (document_id, chunk_index)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    f'CREATE INDEX IF NOT EXISTS "{t}_embedding_hnsw_idx" '
+                    f"ON {q} USING hnsw (embedding vector_cosine_ops)"
+                )
+            )
+            # jsonb_ops (not jsonb_path_ops): it serves the key-exists operators ? and ?|.
+            conn.execute(
+                sa.text(f'CREATE INDEX IF NOT EXISTS "{t}_lexical_idx" ON {q} USING gin (lexical)')
+            )
+        self._dimension = dimension
+        self._lexical = True
+
+    def _exists(self) -> bool:
+        """Whether the table exists (reads and deletes on a store never written are no-ops)."""
+        if self._dimension is not None:
+            return True
+        with self._connect("look up the table") as conn:
+            return bool(
+                conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": self._q}).scalar()
+            )
+
+    def _has_lexical(self) -> bool:
+        """Whether the table exists and has the ``lexical`` column."""
+        if self._lexical:
+            return True
+        with self._connect("look up the table") as conn:
+            self._lexical = self._lexical_column(conn)
+        return self._lexical
+
+    def _lexical_column(self, conn: Connection) -> bool:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+                    "AND attname = 'lexical' AND NOT attisdropped"
+                ),
+                {"t": self._q},
+            ).scalar_one()
+        )
+
+    # -- writes ----------------------------------------------------------------------------------
+
+    def upsert(self, points: Sequence[Point]) -> None:
+        """Insert or overwrite ``points`` by id, all in one transaction.
+
+        The embedding and the lexical terms of a point are one row, written by one statement.
+
+        Raises:
+            DimensionMismatch: a vector's length differs from the table's size.
+            VectorStoreUnavailable: PostgreSQL cannot be reached (nothing was written).
+        """
+        check_dimensions(self.table, self._dimension, (p.vector for p in points))
+        if not points:
+            return
+        statement = sa.text(
+            f"INSERT INTO {self._q} "
+            "(id, project_id, document_id, chunk_index, file_name, embedding, lexical) "
+            "VALUES (:id, :project_id, :document_id, :chunk_index, :file_name, "
+            "CAST(:embedding AS vector), CAST(:lexical AS jsonb)) "
+            "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, "
+            "document_id = EXCLUDED.document_id, chunk_index = EXCLUDED.chunk_index, "
+            "file_name = EXCLUDED.file_name, embedding = EXCLUDED.embedding, "
+            "lexical = EXCLUDED.lexical"
+        )
+        with self._connect("upsert points") as conn:
+            for start in range(0, len(points), UPSERT_BATCH):
+                conn.execute(
+                    statement,
+                    [
+                        {
+                            "id": p.id,
+                            "project_id": p.project_id,
+                            "document_id": p.document_id,
+                            "chunk_index": int(p.chunk_index),
+                            "file_name": p.file_name,
+                            "embedding": _vector_text(p.vector),
+                            "lexical": json.dumps(p.lexical().weights, ensure_ascii=False),
+                        }
+                        for p in points[start : start + UPSERT_BATCH]
+                    ],
+                )
+
+    def delete_document(self, document_id: uuid.UUID, *, from_chunk_index: int = 0) -> None:
+        """Delete the document's points with ``chunk_index >= from_chunk_index``."""
+        if not self._exists():
+            return
+        with self._connect("delete a document's points") as conn:
+            conn.execute(
+                sa.text(f"DELETE FROM {self._q} WHERE document_id = :d AND chunk_index >= :n"),
+                {"d": document_id, "n": from_chunk_index},
+            )
+
+    def delete_points(self, ids: Iterable[uuid.UUID]) -> None:
+        """Delete points by id."""
+        wanted = list(ids)
+        if not wanted or not self._exists():
+            return
+        with self._connect("delete points") as conn:
+            conn.execute(sa.text(f"DELETE FROM {self._q} WHERE id = ANY(:ids)"), {"ids": wanted})
+
+    def delete_project(self, project_id: uuid.UUID) -> None:
+        """Delete every point of the project."""
+        if not self._exists():
+            return
+        with self._connect("delete a project's points") as conn:
+            conn.execute(sa.text(f"DELETE FROM {self._q} WHERE project_id = :p"), {"p": project_id})
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def search(
+        self,
+        project_id: uuid.UUID,
+        vector: Sequence[float],
+        *,
+        top_k: int,
+        score_threshold: float | None = None,
+    ) -> list[Hit]:
+        """The ``top_k`` points of ``project_id`` nearest to ``vector`` by cosine, best first.
+
+        The HNSW index is approximate and, before pgvector 0.8, filters *after* collecting
+        ``hnsw.ef_search`` candidates: when the project is a small part of the table the index
+        can yield fewer than ``top_k`` rows of it. Then the query is repeated as an exact scan
+        of the project's rows (through the ``project_id`` index), so ``top_k`` is honoured.
+
+        Raises:
+            DimensionMismatch: ``vector`` has another length than the table's size.
+            VectorStoreUnavailable: PostgreSQL cannot be reached.
+        """
+        check_dimensions(self.table, self._dimension, [vector])
+        if top_k <= 0 or not self._exists():
+            return []
+        statement = sa.text(
+            "SELECT id, project_id, document_id, chunk_index, file_name, "
+            "1 - (embedding <=> CAST(:q AS vector)) AS score "
+            f"FROM {self._q} WHERE project_id = :p "
+            "ORDER BY embedding <=> CAST(:q AS vector) LIMIT :k"
+        )
+        params = {"q": _vector_text(vector), "p": project_id, "k": top_k}
+        with self._connect("search") as conn:
+            self._set(conn, "hnsw.ef_search", min(EF_SEARCH_MAX, max(EF_SEARCH_DEFAULT, top_k)))
+            if self._supports_iterative_scan(conn):
+                self._set(conn, "hnsw.iterative_scan", "strict_order")
+            rows = conn.execute(statement, params).all()
+            if len(rows) < top_k:
+                # Exact fallback: HNSW cannot serve bitmap scans, so with plain index scans off
+                # the planner reads the project's rows through the project_id btree and sorts.
+                self._set(conn, "enable_indexscan", "off")
+                rows = conn.execute(statement, params).all()
+        hits = [_hit(row) for row in rows]
+        if score_threshold is not None:
+            hits = [h for h in hits if h.score >= score_threshold]
+        return ranked(hits, "dense")
+
+    def search_lexical(self, project_id: uuid.UUID, text: str, *, top_k: int) -> list[Hit]:
+        """The ``top_k`` points of ``project_id`` with the best BM25 score for ``text``.
+
+        One statement: the GIN index finds the project's rows holding a query term and counts
+        each term's ``df``; ``N`` counts the project's rows that have a lexical side. Ties are
+        broken by id.
+
+        Raises:
+            VectorStoreUnavailable: PostgreSQL cannot be reached.
+        """
+        weights = query_vector(text).weights
+        if top_k <= 0 or not weights or not self._has_lexical():
+            return []
+        q = self._q
+        # One pass over the project's rows holding a query term (GIN index on ?|): each row's
+        # weights of those terms (jsonb_each: the row's jsonb is read once), from which come
+        # each term's df and each row's score.
+        statement = sa.text(
+            "WITH query AS ("
+            "  SELECT u.term, u.n FROM unnest(CAST(:terms AS text[]), CAST(:counts AS float8[]))"
+            "  AS u(term, n)),"
+            " hits AS MATERIALIZED ("
+            "  SELECT c.id, c.project_id, c.document_id, c.chunk_index, c.file_name,"
+            "   e.key AS term, CAST(e.value AS float8) AS weight"
+            f"  FROM {q} AS c CROSS JOIN LATERAL jsonb_each_text(c.lexical) AS e"
+            "  WHERE c.project_id = :p AND c.lexical ?| CAST(:terms AS text[])"
+            "   AND e.key = ANY(CAST(:terms AS text[]))),"
+            f" corpus AS (SELECT count(*)::float8 AS n FROM {q}"
+            "  WHERE project_id = :p AND lexical IS NOT NULL),"
+            " idf AS ("
+            "  SELECT query.term, query.n * ln(1 + (corpus.n - d.df + 0.5) / (d.df + 0.5)) AS w"
+            "  FROM query CROSS JOIN corpus JOIN ("
+            "   SELECT term, count(*)::float8 AS df FROM hits GROUP BY term) AS d"
+            "  ON d.term = query.term)"
+            " SELECT h.id, h.project_id, h.document_id, h.chunk_index, h.file_name,"
+            "  sum(idf.w * h.weight) AS score"
+            " FROM hits AS h JOIN idf ON idf.term = h.term"
+            " GROUP BY h.id, h.project_id, h.document_id, h.chunk_index, h.file_name"
+            " ORDER BY score DESC, h.id LIMIT :k"
+        )
+        params = {
+            "terms": list(weights),
+            "counts": list(weights.values()),
+            "p": project_id,
+            "k": top_k,
+        }
+        with self._connect("search") as conn:
+            rows = conn.execute(statement, params).all()
+        return ranked([_hit(row) for row in rows], "lexical")
+
+    def count(
+        self, *, project_id: uuid.UUID | None = None, document_id: uuid.UUID | None = None
+    ) -> int:
+        """Exact number of points, optionally of one project and/or one document."""
+        if not self._exists():
+            return 0
+        where: list[str] = []
+        params: dict[str, uuid.UUID] = {}
+        if project_id is not None:
+            where.append("project_id = :p")
+            params["p"] = project_id
+        if document_id is not None:
+            where.append("document_id = :d")
+            params["d"] = document_id
+        sql = f"SELECT count(*) FROM {self._q}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._connect("count points") as conn:
+            return int(conn.execute(sa.text(sql), params).scalar_one())
+
+    def point_ids(self, *, document_ids: Iterable[uuid.UUID] | None = None) -> set[uuid.UUID]:
+        """Ids of all points, or of the given documents' points (an empty iterable gives none)."""
+        if not self._exists():
+            return set()
+        with self._connect("list point ids") as conn:
+            if document_ids is None:
+                result = conn.execute(sa.text(f"SELECT id FROM {self._q}"))
+            else:
+                wanted = list(document_ids)
+                if not wanted:
+                    return set()
+                result = conn.execute(
+                    sa.text(f"SELECT id FROM {self._q} WHERE document_id = ANY(:ds)"),
+                    {"ds": wanted},
+                )
+            return set(result.scalars())
+
+    def points_without_lexical(self) -> set[uuid.UUID]:
+        """Ids of rows whose ``lexical`` is NULL (written before the lexical index)."""
+        if not self._exists():
+            return set()
+        if not self._has_lexical():
+            return self.point_ids()
+        with self._connect("list point ids") as conn:
+            return set(
+                conn.execute(sa.text(f"SELECT id FROM {self._q} WHERE lexical IS NULL")).scalars()
+            )
+
+    def ping(self) -> None:
+        """Raise :class:`VectorStoreUnavailable` unless PostgreSQL answers ``SELECT 1``."""
+        with self._connect("ping") as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connect(self, action: str) -> Iterator[Connection]:
+        """One transaction, with connection failures turned into :class:`VectorStoreUnavailable`.
+
+        SQL errors (a missing table, bad data) are not outages and propagate unchanged, except
+        pgvector's "expected N dimensions" which becomes :class:`DimensionMismatch`.
+        """
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.TimeoutError) as exc:
+            raise VectorStoreUnavailable(
+                f"{self._where} cannot be reached ({action}): {_first_line(exc)}"
+            ) from exc
+        except sa_exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise VectorStoreUnavailable(
+                    f"{self._where} dropped the connection ({action}): {_first_line(exc)}"
+                ) from exc
+            found = _DIM_ERROR.search(str(exc.orig))
+            if isinstance(exc, sa_exc.DataError) and found:
+                existing, wanted = int(found.group(1)), int(found.group(2))
+                raise dimension_mismatch(self.table, existing, wanted) from exc
+            raise
+
+    def _ensure_extension(self, conn: Connection) -> None:
+        installed = conn.execute(
+            sa.text("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
+        ).first()
+        if installed:
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS vector"))
+        except sa_exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _NO_EXTENSION:
+                raise
+            raise PermanentError(
+                f"{self._where} cannot provide pgvector ({_first_line(exc)}); install the "
+                "pgvector extension there (or have an administrator run CREATE EXTENSION vector), "
+                "or use DOCVEC_VECTOR_STORE=qdrant"
+            ) from exc
+
+    def _stored_dimension(self, conn: Connection) -> int | None:
+        """The table's vector size (pgvector keeps it as the column's type modifier), or None."""
+        return conn.execute(
+            sa.text(
+                "SELECT a.atttypmod FROM pg_attribute a "
+                "WHERE a.attrelid = to_regclass(:t) AND a.attname = 'embedding' "
+                "AND NOT a.attisdropped"
+            ),
+            {"t": self._q},
+        ).scalar_one_or_none()
+
+    def _supports_iterative_scan(self, conn: Connection) -> bool:
+        if self._iterative_scan is None:
+            version = conn.execute(
+                sa.text("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            ).scalar_one_or_none()
+            self._iterative_scan = _version(version) >= ITERATIVE_SCAN_SINCE
+        return self._iterative_scan
+
+    @staticmethod
+    def _set(conn: Connection, setting: str, value: Any) -> None:
+        """``SET LOCAL setting = value`` (set_config, because SET takes no bind parameters)."""
+        conn.execute(
+            sa.text("SELECT set_config(:name, :value, true)"),
+            {"name": setting, "value": str(value)},
+        )
+
+
+def _hit(row: Any) -> Hit:
+    return Hit(
+        id=row.id,
+        score=float(row.score),
+        document_id=row.document_id,
+        chunk_index=row.chunk_index,
+        file_name=row.file_name,
+        project_id=row.project_id,
+    )
+
+
+def _vector_text(vector: Sequence[float]) -> str:
+    """pgvector's text form: ``[x,y,...]`` with each float's shortest round-trip repr."""
+    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    parts = re.findall(r"\d+", text or "")
+    return tuple(int(p) for p in parts[:3])
+
+
+def _first_line(exc: sa_exc.DBAPIError | sa_exc.SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
+
+
+__all__ = ["PgVectorStore", "sqlalchemy_url"]

@@ -1,0 +1,216 @@
+"""The extraction budget: a forked child per document, bounded in wall-clock time and memory.
+
+The same code runs inside a real ``docvec worker`` (Celery prefork children are daemonic, which
+rules out multiprocessing) in tests/security/test_hostile_corpus.py.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from app.errors import (
+    CorruptDocument,
+    DocumentTooLarge,
+    EmptyDocument,
+    EncryptedDocument,
+    PermanentError,
+)
+from app.pipeline.budget import ExtractBudget, extract_within_budget, run_within_budget
+from app.pipeline.extract import extract
+from tests.security import hostile
+
+# The time budget is generous (a loaded machine); tests of the time budget set their own.
+BUDGET = {"timeout_s": 60.0, "memory_mb": 256}
+
+
+def _sleep_forever() -> None:
+    time.sleep(3600)
+
+
+def _allocate(mib: int) -> int:
+    return len(bytearray(mib * 1024 * 1024))
+
+
+def _many_small(mib: int) -> int:
+    return len([bytes(1024) for _ in range(mib * 1024)])
+
+
+def _crash() -> None:
+    faulthandler.disable()  # pytest's would print the child's stack
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _exit(code: int) -> None:
+    os._exit(code)
+
+
+def _children() -> set[int]:
+    """Pids of this process's children (Linux)."""
+    found = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        children = (task / "children").read_text().split()
+        found |= {int(pid) for pid in children}
+    return found
+
+
+def test_result_comes_back() -> None:
+    assert run_within_budget(lambda: {"text": "x" * 10}, **BUDGET) == {"text": "x" * 10}
+
+
+def test_large_result_comes_back_whole() -> None:
+    # Far larger than a pipe's buffer: the parent must read while the child writes.
+    big = run_within_budget(lambda: "é" * (30 * 1024 * 1024), timeout_s=30, memory_mb=1024)
+    assert len(big) == 30 * 1024 * 1024 and big[-1] == "é"
+
+
+def test_wall_clock_budget() -> None:
+    before = _children()
+    started = time.monotonic()
+    with pytest.raises(DocumentTooLarge, match=r"extraction took longer than 0\.5 s") as info:
+        run_within_budget(_sleep_forever, timeout_s=0.5, memory_mb=256)
+    assert time.monotonic() - started < 3
+    assert info.value.stage == "extract"
+    assert _children() == before  # killed and reaped: no zombie, no orphan
+
+
+@pytest.mark.parametrize("allocate", [_allocate, _many_small])
+def test_memory_budget(allocate) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(DocumentTooLarge, match="needed more than 256 MiB of memory") as info:
+        run_within_budget(allocate, 400, **BUDGET)
+    assert info.value.stage == "extract"
+    # The same work fits in a larger budget.
+    assert run_within_budget(allocate, 100, **BUDGET) > 0
+
+
+def test_memory_budget_counts_on_top_of_what_the_parent_holds() -> None:
+    held = bytearray(300 * 1024 * 1024)  # more than the child's budget, already mapped
+    try:
+        assert run_within_budget(_allocate, 100, **BUDGET) == 100 * 1024 * 1024
+    finally:
+        del held
+
+
+def test_crash_is_a_corrupt_document() -> None:
+    with pytest.raises(CorruptDocument, match=r"crashed the parser \(SIGSEGV\)"):
+        run_within_budget(_crash, **BUDGET)
+
+
+@pytest.mark.parametrize(
+    "exc", [EncryptedDocument("locked", stage="extract"), EmptyDocument("nothing", stage=None)]
+)
+def test_docvec_errors_keep_their_class_message_and_stage(exc: PermanentError) -> None:
+    with pytest.raises(type(exc)) as info:
+        run_within_budget(_raise, exc, **BUDGET)
+    assert type(info.value) is type(exc)
+    assert info.value.message == exc.message
+    assert info.value.stage == "extract"
+
+
+def test_other_exceptions_are_internal_errors() -> None:
+    with pytest.raises(PermanentError, match="internal error during extraction: KeyError"):
+        run_within_budget(_raise, KeyError("bug"), **BUDGET)
+
+
+def test_child_that_exits_without_a_word() -> None:
+    with pytest.raises(PermanentError, match="exited with status 3 without a result"):
+        run_within_budget(_exit, 3, **BUDGET)
+
+
+def test_parent_signal_handlers_do_not_leak_into_the_child() -> None:
+    fired = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: fired.append(1))
+    try:
+
+        def child() -> str:
+            os.kill(os.getpid(), signal.SIGUSR1)  # default action: terminate
+            return "survived"
+
+        with pytest.raises(CorruptDocument, match="SIGUSR1"):
+            run_within_budget(child, **BUDGET)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert fired == []
+
+
+def test_an_interrupted_parent_kills_the_child() -> None:
+    """Celery's soft time limit raises inside the waiting parent: the child must not outlive it."""
+
+    class SoftLimit(Exception):
+        pass
+
+    def interrupt(*_: object) -> None:
+        raise SoftLimit
+
+    before = _children()
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(SoftLimit):
+            run_within_budget(_sleep_forever, timeout_s=30, memory_mb=256)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert _children() == before
+
+
+def test_concurrent_budgets_from_threads() -> None:
+    """Forks made by other threads hold copies of each other's pipes: no one may hang on that."""
+    results: dict[int, object] = {}
+
+    def run(i: int) -> None:
+        try:
+            results[i] = run_within_budget(lambda: i * 2, timeout_s=20, memory_mb=256)
+        except Exception as exc:  # reported below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: i * 2 for i in range(8)}
+    assert time.monotonic() - started < 10
+
+
+def test_extract_within_budget_matches_extract(corpus: Path) -> None:
+    data = (corpus / "pdf/text/pdflatex-4-pages.pdf").read_bytes()
+    assert extract_within_budget(data, "a.pdf", ExtractBudget()) == extract(data, "a.pdf")
+    settings = Settings(_env_file=None, max_pages=3)  # type: ignore[call-arg]
+    with pytest.raises(DocumentTooLarge, match="4 pages; the limit is 3"):
+        extract_within_budget(data, "a.pdf", settings)
+
+
+def test_settings_reach_the_extractor() -> None:
+    settings = Settings(_env_file=None, max_document_chars=100)  # type: ignore[call-arg]
+    with pytest.raises(DocumentTooLarge, match="the limit is 100"):
+        extract_within_budget(b"word " * 100, "a.txt", settings)
+    assert ExtractBudget.from_settings(Settings(_env_file=None)) == ExtractBudget()  # type: ignore[call-arg]
+
+
+def test_extract_timeout_must_stay_below_the_task_soft_limit() -> None:
+    with pytest.raises(ValueError, match="extract_timeout_s"):
+        Settings(_env_file=None, extract_timeout_s=1800)  # type: ignore[call-arg]
+
+
+def test_a_slow_pdf_is_stopped_at_the_deadline() -> None:
+    with pytest.raises(DocumentTooLarge, match="took longer than 2 s"):
+        extract_within_budget(hostile.pdf_slow(), "slow.pdf", ExtractBudget(timeout_s=2))
+
+
+def test_lxml_out_of_memory_is_reported_as_memory() -> None:
+    """libxml2 reports a failed allocation as a parse error; it is still the memory budget."""
+    with pytest.raises(DocumentTooLarge, match="needed more than 256 MiB"):
+        extract_within_budget(hostile.docx_memory_hog(), "hog.docx", ExtractBudget(memory_mb=256))

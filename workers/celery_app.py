@@ -1,0 +1,66 @@
+"""The Celery application: broker, queues and the reliability settings of DESIGN §2 (invariant 4).
+
+Task names and the queue are constants so the API can enqueue by name without importing task code.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from app.config import Settings, get_settings
+
+#: Name of the task that vectorizes one document: args ``(document_id: str, generation: int)``.
+PROCESS_DOCUMENT = "docvec.process_document"
+#: Periodic sweep for stuck documents (scheduled by ``docvec beat``).
+SWEEP = "docvec.sweep"
+
+
+def visibility_timeout_s(settings: Settings) -> int:
+    """Seconds Redis waits before redelivering an unacknowledged message.
+
+    With ``acks_late`` a message stays unacknowledged while its task runs (at most the hard time
+    limit) and, for a retry, while the worker holds it until its countdown is due (at most the
+    longest backoff plus jitter). The timeout must exceed both together, else Redis hands the same
+    job to a second worker; one minute of margin on top. A worker that dies loses nothing: its
+    messages come back after this timeout (and the sweep catches what was already acknowledged).
+    """
+    longest_backoff = max(settings.retry_backoff_s or [0.0]) * (1 + settings.retry_jitter)
+    return int(settings.task_time_limit_s + longest_backoff + 60)
+
+
+def create_celery(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings``."""
+    app = Celery("docvec", broker=settings.broker_url, include=["workers.tasks"])
+    app.conf.update(
+        task_default_queue=settings.queue,
+        task_routes={
+            PROCESS_DOCUMENT: {"queue": settings.queue},
+            SWEEP: {"queue": settings.queue},
+        },
+        task_serializer="json",
+        accept_content=["json"],
+        # Status lives in SQL; a result backend would only duplicate it.
+        task_ignore_result=True,
+        # Nothing lost on a crash: ack after the work, requeue if the worker process dies,
+        # and let each worker process hold only the message it is working on.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        task_time_limit=settings.task_time_limit_s,
+        broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,  # Flower shows tasks live
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        # Children load the embedding model at start (see workers.tasks); Celery's default
+        # of 4 s to report "up" is far too short for that on a busy CPU.
+        worker_proc_alive_timeout=300,
+        beat_schedule={
+            "docvec-sweep": {"task": SWEEP, "schedule": float(settings.sweep_interval_s)},
+        },
+    )
+    return app
+
+
+celery_app = create_celery(get_settings())

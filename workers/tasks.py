@@ -1,0 +1,151 @@
+"""Thin Celery tasks: they take ids, call the pipeline, and turn its outcome into retry or done."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import uuid
+from typing import Any
+
+import redis
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init, worker_process_shutdown
+
+from app import services
+from app.config import get_settings
+from app.db.models import AttemptOutcome
+from app.db.session import session_scope
+from app.errors import TransientError
+from app.pipeline.process import process_document
+from app.queue import GUARD_TTL_S, JobQueue, clear_guard, guard_key
+from app.runtime import Runtime
+from workers.celery_app import PROCESS_DOCUMENT, SWEEP, celery_app
+
+log = logging.getLogger(__name__)
+_settings = get_settings()
+_runtime: Runtime | None = None
+_redis: redis.Redis | None = None
+
+
+def runtime() -> Runtime:
+    """This worker process's parts, built on first use — after the prefork, so no SQL connection,
+    model or vector-store client is ever shared across processes."""
+    global _runtime
+    if _runtime is None:
+        # A prefork child runs one task at a time: one SQL connection (plus overflow) is enough.
+        _runtime = Runtime(_settings, pool_size=1, transient_exceptions=(SoftTimeLimitExceeded,))
+    return _runtime
+
+
+def _broker() -> redis.Redis:
+    global _redis
+    if _redis is None:
+        _redis = redis.Redis.from_url(_settings.broker_url, socket_timeout=10)
+    return _redis
+
+
+@worker_process_init.connect
+def _start_child(**_: Any) -> None:
+    """Fresh parts in each prefork child, and the model loaded now rather than inside the first
+    task, where its load time would count against the task's time limits."""
+    global _runtime, _redis
+    _runtime = None
+    _redis = None
+    try:
+        provider = runtime().provider
+        # Only a local model is worth loading up front; a remote warm-up would be a paid
+        # request per child, and could block start-up through a provider outage.
+        if not provider.remote:
+            provider.embed_query("warm-up")
+    except Exception as exc:  # the first task reports a broken provider properly
+        log.warning("embedding provider not warmed up: %s", exc)
+
+
+@worker_process_shutdown.connect
+def _close(**_: Any) -> None:
+    if _runtime is not None:
+        _runtime.close()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid())
+
+
+def retry_countdown(retries: int, retry_after_s: float | None = None) -> float:
+    """Seconds before retry number ``retries`` (0-based): the configured backoff (default
+    60/300/900 s) times a jitter factor, never less than what the server asked (Retry-After)."""
+    base = _settings.backoff_delay(retries)
+    jitter = _settings.retry_jitter
+    delay = base * random.uniform(1 - jitter, 1 + jitter)
+    return max(delay, retry_after_s or 0.0)
+
+
+def _retry(
+    task: Task, document_id: str, generation: int, countdown: float, exc: Exception | None
+) -> Exception:
+    # The retry message waits in the broker like a fresh job: guard it so the sweep does not
+    # mistake the pending document for a lost one.
+    _broker().set(guard_key(document_id), generation, ex=GUARD_TTL_S)
+    return task.retry(exc=exc, countdown=countdown)
+
+
+@celery_app.task(
+    name=PROCESS_DOCUMENT,
+    bind=True,
+    max_retries=_settings.max_retries,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=_settings.task_soft_time_limit_s,
+    time_limit=_settings.task_time_limit_s,
+)
+def process_document_task(self: Task, document_id: str, generation: int) -> dict[str, Any]:
+    """Vectorize one document (by id) for the given generation; retries transient failures."""
+    retries = int(self.request.retries)
+    final = retries >= (self.max_retries or 0)
+    try:
+        clear_guard(_broker(), document_id, generation)
+    except redis.RedisError:
+        log.warning("could not clear the queue guard of %s", document_id)
+    try:
+        result = process_document(
+            runtime(),
+            uuid.UUID(document_id),
+            generation,
+            task_id=self.request.id,
+            attempt=retries + 1,
+            final_attempt=final,
+        )
+    except TransientError as exc:  # the database could not even record the outcome
+        if final:
+            raise
+        countdown = retry_countdown(retries, exc.retry_after_s)
+        raise _retry(self, document_id, generation, countdown, exc) from exc
+    if result.outcome == AttemptOutcome.retrying:
+        countdown = retry_countdown(retries, result.retry_after_s)
+        raise _retry(self, document_id, generation, countdown, None)
+    return {"document_id": document_id, "outcome": str(result.outcome), "chunks": result.chunks}
+
+
+@celery_app.task(name=SWEEP, soft_time_limit=120, time_limit=180, acks_late=False)
+def sweep_task() -> dict[str, int]:
+    """Re-enqueue documents stuck in ``processing`` or lost while ``pending`` (see
+    :func:`app.services.sweep_stuck`)."""
+    queue = JobQueue(_settings)
+    try:
+        with session_scope(runtime().sessions) as s:
+            result = services.sweep_stuck(
+                s,
+                stuck_after_s=_settings.stuck_after_s,
+                pending_after_s=_settings.sweep_pending_after_s,
+                is_queued=queue.is_queued,
+                max_runs=_settings.max_retries + 1,
+            )
+        for doc_id, generation in result.requeued:
+            queue.enqueue(doc_id, generation)
+    finally:
+        queue.close()
+    if result.requeued or result.failed:
+        log.warning("sweep: re-enqueued %d, failed %d", len(result.requeued), len(result.failed))
+    return {"requeued": len(result.requeued), "failed": len(result.failed)}
