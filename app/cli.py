@@ -89,7 +89,7 @@ def ingest(
     as_json: JsonOpt = False,
 ) -> None:
     """Store, chunk, embed and index documents, in this process."""
-    from app.pipeline.process import process_document
+    from app.pipeline.ingest import process_many
 
     settings = _settings()
     files = _files(path)
@@ -164,9 +164,20 @@ def ingest(
                 rate = chunks_done / max(time.perf_counter() - embed_started, 1e-9)
                 progress.update(chunk_task, advance=n, extra=f"{rate:.1f} chunks/s")
 
-            for doc_id, generation, rel in todo:
-                progress.update(docs_task, extra=rel[-50:])
-                result = process_document(rt, doc_id, generation, on_chunks=on_chunks)
+            names = {doc_id: rel for doc_id, _, rel in todo}
+
+            def on_started(doc_id: uuid.UUID) -> None:
+                progress.update(docs_task, extra=names[doc_id][-50:])
+
+            # Extraction of the next documents overlaps embedding; small documents share batches.
+            results = process_many(
+                rt,
+                [(doc_id, generation) for doc_id, generation, _ in todo],
+                on_chunks=on_chunks,
+                on_started=on_started,
+            )
+            for result in results:
+                rel = names[result.document_id]
                 if result.outcome == "succeeded":
                     report["vectorized"].append({"file": rel, "chunks": result.chunks})
                     report["chunks"] += result.chunks
@@ -467,9 +478,9 @@ def revectorize(
         if queue:
             _enqueue_all(settings, jobs)
             return
-        from app.pipeline.process import process_document
+        from app.pipeline.ingest import process_many
 
-        outcomes = Counter(process_document(rt, d, g).outcome for d, g in jobs)
+        outcomes = Counter(str(r.outcome) for r in process_many(rt, jobs))
         out.print(", ".join(f"{k}: {v}" for k, v in outcomes.items()) or "nothing to do")
     except (services.NotFound, ValueError) as exc:
         raise _fail(str(exc)) from exc
@@ -516,9 +527,9 @@ def retry(
         if queue:
             _enqueue_all(settings, jobs)
             return
-        from app.pipeline.process import process_document
+        from app.pipeline.ingest import process_many
 
-        outcomes = Counter(str(process_document(rt, d, g).outcome) for d, g in jobs)
+        outcomes = Counter(str(r.outcome) for r in process_many(rt, jobs))
     finally:
         rt.close()
     if as_json:
@@ -550,10 +561,10 @@ def reconcile(
         if jobs and queue:
             _enqueue_all(settings, jobs)
         elif jobs:
-            from app.pipeline.process import process_document
+            from app.pipeline.ingest import process_many
 
-            for d, g in jobs:
-                process_document(rt, d, g)
+            for _ in process_many(rt, jobs):
+                pass
     finally:
         rt.close()
     data = report.as_dict()

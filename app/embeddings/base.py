@@ -65,6 +65,26 @@ class EmbeddingUsage:
     tokens: int | None = None
     truncated: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+    #: Positions (in the call's input list) of the inputs counted in ``truncated``.
+    truncated_inputs: list[int] = field(default_factory=list)
+
+    def portion(self, start: int, end: int) -> EmbeddingUsage:
+        """The share of a call shared by several documents that falls on inputs ``[start, end)``.
+
+        ``inputs`` and ``truncated`` are exact; ``requests``, ``retries`` and ``tokens`` belong
+        to batches that may span documents, so they are split in proportion to the inputs
+        (rounded), which keeps each document's figures close to what it cost.
+        """
+        share = (end - start) / self.inputs if self.inputs else 0.0
+        own = [i - start for i in self.truncated_inputs if start <= i < end]
+        return EmbeddingUsage(
+            inputs=end - start,
+            requests=round(self.requests * share),
+            retries=round(self.retries * share),
+            tokens=None if self.tokens is None else round(self.tokens * share),
+            truncated=len(own),
+            truncated_inputs=own,
+        )
 
     def as_dict(self) -> dict[str, int | None]:
         """The counters as stored on an attempt row."""
@@ -461,8 +481,8 @@ class EmbeddingProvider(ABC):
             yield start, end
             start = end
 
-    def fit(self, texts: Sequence[str]) -> tuple[list[str], list[int], int]:
-        """Apply the over-long policy: ``(texts, token counts, number truncated)``.
+    def fit(self, texts: Sequence[str]) -> tuple[list[str], list[int], list[int]]:
+        """Apply the over-long policy: ``(texts, token counts, positions of truncated inputs)``.
 
         An input over ``max_input_tokens`` is cut to it (:meth:`truncate`), never sent to fail;
         with no known limit the text goes as is and the server applies its own policy.
@@ -470,20 +490,20 @@ class EmbeddingProvider(ABC):
         limit = self.max_input_tokens
         out: list[str] = []
         counts: list[int] = []
-        truncated = 0
-        for text in texts:
+        truncated: list[int] = []
+        for i, text in enumerate(texts):
             n = self.count_tokens(text)
             if limit is not None and n > limit:
                 text = self.truncate(text, limit)
                 n = self.count_tokens(text)
-                truncated += 1
+                truncated.append(i)
             out.append(text)
             counts.append(n)
         if truncated:
             log.warning(
                 "%s: %d input(s) longer than %d tokens truncated (model %s)",
                 self.name,
-                truncated,
+                len(truncated),
                 limit,
                 self.model,
             )
@@ -510,7 +530,8 @@ class EmbeddingProvider(ABC):
         usage = usage if usage is not None else EmbeddingUsage()
         prefixed = [self.document_prefix + t for t in texts] if self.document_prefix else texts
         fitted, counts, truncated = self.fit(prefixed)
-        usage.truncated += truncated
+        usage.truncated_inputs.extend(usage.inputs + i for i in truncated)
+        usage.truncated += len(truncated)
         ranges = [_Batch(s, e) for s, e in self.cut(counts)]
         out: list[list[float] | None] = [None] * len(fitted)
 

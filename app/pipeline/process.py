@@ -19,11 +19,11 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, insert
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 
 from app import metrics
 from app.db.models import (
@@ -36,8 +36,16 @@ from app.db.models import (
 )
 from app.db.session import session_scope
 from app.embeddings import EmbeddingUsage
-from app.errors import DatabaseUnavailable, DocvecError, PermanentError, TransientError
+from app.errors import (
+    DatabaseUnavailable,
+    DocvecError,
+    EmptyDocument,
+    PermanentError,
+    TransientError,
+)
 from app.pipeline.budget import extract_within_budget
+from app.pipeline.chunk import Chunk
+from app.pipeline.extract import ExtractedText
 from app.runtime import Runtime
 from app.vectorstore import Point, point_id
 
@@ -93,7 +101,7 @@ def process_document(
     final_attempt: bool = True,
     on_chunks: Callable[[int], None] | None = None,
 ) -> ProcessResult:
-    """Vectorize one document.
+    """Vectorize one document: :func:`prepare_document`, then :func:`complete_documents`.
 
     Args:
         rt: the process's parts.
@@ -110,28 +118,32 @@ def process_document(
     Raises:
         DatabaseUnavailable: the database could not record the outcome (the caller retries).
     """
-    result = _process(
-        rt,
-        document_id,
-        generation,
-        task_id=task_id,
-        attempt=attempt,
-        final_attempt=final_attempt,
-        on_chunks=on_chunks,
+    prepared = prepare_document(
+        rt, document_id, generation, task_id=task_id, attempt=attempt, final_attempt=final_attempt
     )
-    metrics.DOCUMENTS_PROCESSED.labels(str(result.outcome)).inc()
-    for stage, ms in result.timings_ms.items():
-        metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
-    if result.outcome == AttemptOutcome.succeeded:
-        metrics.CHUNKS_EMBEDDED.labels(rt.provider.name).inc(result.chunks)
-    elif result.outcome == AttemptOutcome.retrying:
-        metrics.TASK_RETRIES.labels(result.error_class or "unknown").inc()
-    elif result.outcome == AttemptOutcome.failed:
-        metrics.TASK_FAILURES.labels(result.error_class or "unknown").inc()
-    return result
+    if isinstance(prepared, ProcessResult):
+        return prepared
+    return complete_documents(rt, [prepared], on_chunks=on_chunks)[0]
 
 
-def _process(
+@dataclass
+class PreparedDocument:
+    """The first half of a run: a claimed document, read, extracted and chunked, not yet embedded.
+
+    Holds the document's text and chunks (characters of text, not bytes of the file: the file's
+    bytes are dropped once extracted). :func:`complete_documents` embeds and writes it.
+    """
+
+    document_id: uuid.UUID
+    claim: _Claim
+    extracted: ExtractedText
+    chunks: list[Chunk]
+    final_attempt: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    usage: EmbeddingUsage = field(default_factory=EmbeddingUsage)
+
+
+def prepare_document(
     rt: Runtime,
     document_id: uuid.UUID,
     generation: int | None = None,
@@ -139,16 +151,27 @@ def _process(
     task_id: str | None = None,
     attempt: int = 1,
     final_attempt: bool = True,
-    on_chunks: Callable[[int], None] | None = None,
-) -> ProcessResult:
+) -> PreparedDocument | ProcessResult:
+    """Claim, read, extract (in a budgeted child process) and chunk one document.
+
+    Touches neither the embedding provider nor the vector store, so it may run in another thread
+    while earlier documents embed (``docvec ingest`` does: :mod:`app.pipeline.ingest`).
+
+    Returns:
+        A :class:`PreparedDocument` to pass to :func:`complete_documents`, or the final
+        :class:`ProcessResult` when the run ends here (``skipped``, or ``failed`` / ``retrying``
+        at stage read, extract or chunk).
+
+    Raises:
+        DatabaseUnavailable: the database could not record the claim or the outcome.
+    """
     timings: dict[str, float] = {}
     try:
         claimed = _claim(rt, document_id, generation, task_id=task_id, attempt=attempt)
     except OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
     if claimed is None:
-        return ProcessResult(document_id, "skipped")
-    attempt_id, generation = claimed.attempt_id, claimed.generation
+        return _observed(rt, ProcessResult(document_id, "skipped"))
 
     stage = "read"
     usage = EmbeddingUsage()
@@ -169,24 +192,102 @@ def _process(
         chunks = rt.chunker.split(extracted.text)
         timings["chunk"] = _ms(t)
         if not chunks:
-            from app.errors import EmptyDocument
-
             raise EmptyDocument("no text left after normalisation", stage="chunk")
+    except Exception as exc:
+        err = _classified(rt, exc, stage, document_id)
+        return _observed(
+            rt,
+            _fail(rt, document_id, claimed.attempt_id, err, stage, final_attempt, timings, usage),
+        )
+    return PreparedDocument(document_id, claimed, extracted, chunks, final_attempt, timings, usage)
 
+
+def complete_documents(
+    rt: Runtime,
+    docs: Sequence[PreparedDocument],
+    *,
+    on_chunks: Callable[[int], None] | None = None,
+) -> list[ProcessResult]:
+    """Embed the chunks of ``docs`` together, then write each document: points, then SQL.
+
+    One :meth:`~app.embeddings.base.EmbeddingProvider.embed_documents` call takes the chunks of
+    every document in order, so several small documents fill one batch (the provider cuts the
+    batches). Each document is then written on its own, as DESIGN §2 requires: under its row
+    lock, if its generation is still current, its points are upserted and its stale points
+    deleted, and then one SQL transaction replaces its chunk rows and marks it ``vectorized``.
+    An embedding error fails (or retries) every document of the call; a write error only its
+    own document.
+
+    Returns:
+        One :class:`ProcessResult` per document, in the order of ``docs``.
+
+    Raises:
+        DatabaseUnavailable: the database could not record an outcome.
+    """
+    if not docs:
+        return []
+    stage = "upsert"
+    provider = rt.provider
+    vectors: list[list[float]] = []
+    try:
         # Refuse a vector-size mismatch before paying for embeddings (DimensionMismatch is
         # permanent and names both sizes).
-        stage = "upsert"
         rt.ensure_collection()
 
         stage = "embed"
         t = time.perf_counter()
-        provider = rt.provider
+        usage = EmbeddingUsage()
         vectors = provider.embed_documents(
-            [c.text for c in chunks], usage=usage, on_batch=on_chunks
+            [c.text for d in docs for c in d.chunks], usage=usage, on_batch=on_chunks
         )
-        timings["embed"] = _ms(t)
+        embed_ms = _ms(t)
+        if len(docs) == 1:
+            docs[0].timings["embed"] = embed_ms
+            docs[0].usage = usage
+        else:
+            # Shared batches: each document is charged its share of the call, by chunk count.
+            total, start = len(vectors), 0
+            for d in docs:
+                end = start + len(d.chunks)
+                d.timings["embed"] = round(embed_ms * len(d.chunks) / total, 2)
+                d.usage = usage.portion(start, end)
+                start = end
+    except Exception as exc:
+        results = []
+        for d in docs:
+            err = _classified(rt, exc, stage, d.document_id)
+            results.append(
+                _observed(
+                    rt,
+                    _fail(
+                        rt,
+                        d.document_id,
+                        d.claim.attempt_id,
+                        err,
+                        stage,
+                        d.final_attempt,
+                        d.timings,
+                        d.usage,
+                    ),
+                )
+            )
+        return results
 
-        stage = "upsert"
+    results = []
+    start = 0
+    for d in docs:
+        own = vectors[start : start + len(d.chunks)]
+        start += len(d.chunks)
+        results.append(_observed(rt, _write(rt, d, own)))
+    return results
+
+
+def _write(rt: Runtime, d: PreparedDocument, vectors: list[list[float]]) -> ProcessResult:
+    """Upsert one embedded document's points, then record it in one SQL transaction."""
+    document_id, claimed, timings = d.document_id, d.claim, d.timings
+    provider = rt.provider
+    stage = "upsert"
+    try:
         points = [
             Point(
                 id=point_id(document_id, c.index),
@@ -198,7 +299,7 @@ def _process(
                 # The store writes the chunk's lexical terms with its vector (app/lexical.py).
                 text=c.text,
             )
-            for c, v in zip(chunks, vectors, strict=True)
+            for c, v in zip(d.chunks, vectors, strict=True)
         ]
         rows = [
             {
@@ -209,15 +310,15 @@ def _process(
                 "start_char": c.start_char,
                 "end_char": c.end_char,
                 "token_count": c.token_count,
-                "page": extracted.page_at(c.start_char),
+                "page": d.extracted.page_at(c.start_char),
             }
-            for c, p in zip(chunks, points, strict=True)
+            for c, p in zip(d.chunks, points, strict=True)
         ]
         with session_scope(rt.sessions) as s:
             doc = s.get(Document, document_id, with_for_update=True, populate_existing=True)
             if (
                 doc is None
-                or doc.generation != generation
+                or doc.generation != claimed.generation
                 or (doc.status == DocumentStatus.vectorized)
             ):
                 raise _Superseded
@@ -235,38 +336,58 @@ def _process(
             doc.error = None
             doc.failed_stage = None
             doc.chunk_count = len(rows)
-            doc.page_count = extracted.page_count
-            doc.content_type = extracted.content_type
+            doc.page_count = d.extracted.page_count
+            doc.content_type = d.extracted.content_type
             doc.embedding_model = f"{provider.name}:{provider.model}"
             doc.vectorized_at = utcnow()
             # The COMMIT itself is not in this figure: the attempt row is written in it.
             timings["commit"] = _ms(t)
             _finish_attempt(
                 s,
-                attempt_id,
+                claimed.attempt_id,
                 AttemptOutcome.succeeded,
                 chunks=len(rows),
                 timings=timings,
-                usage=usage,
+                usage=d.usage,
             )
         return ProcessResult(
             document_id, AttemptOutcome.succeeded, chunks=len(rows), timings_ms=timings
         )
     except _Superseded:
-        _record(rt, attempt_id, AttemptOutcome.superseded, timings=timings, usage=usage)
+        _record(rt, claimed.attempt_id, AttemptOutcome.superseded, timings=timings, usage=d.usage)
         return ProcessResult(document_id, AttemptOutcome.superseded, timings_ms=timings)
-    except rt.transient_exceptions as exc:
-        err: DocvecError = TransientError(f"{type(exc).__name__}: {exc}", stage=stage)
-        return _fail(rt, document_id, attempt_id, err, stage, final_attempt, timings, usage)
-    except OperationalError as exc:
-        err = DatabaseUnavailable(f"database unavailable: {exc.orig}", stage=stage)
-        return _fail(rt, document_id, attempt_id, err, stage, final_attempt, timings, usage)
-    except DocvecError as exc:
-        return _fail(rt, document_id, attempt_id, exc, stage, final_attempt, timings, usage)
-    except (SQLAlchemyError, Exception) as exc:  # a bug or an unexpected library error
-        log.exception("unexpected error processing document %s", document_id)
-        err = PermanentError(f"internal error: {type(exc).__name__}: {exc}", stage=stage)
-        return _fail(rt, document_id, attempt_id, err, stage, final_attempt, timings, usage)
+    except Exception as exc:
+        err = _classified(rt, exc, stage, document_id)
+        return _fail(
+            rt, document_id, claimed.attempt_id, err, stage, d.final_attempt, timings, d.usage
+        )
+
+
+def _classified(rt: Runtime, exc: Exception, stage: str, document_id: uuid.UUID) -> DocvecError:
+    """The error tree's class for ``exc``: it decides retry or fail (DESIGN §2)."""
+    if isinstance(exc, rt.transient_exceptions):
+        return TransientError(f"{type(exc).__name__}: {exc}", stage=stage)
+    if isinstance(exc, OperationalError):
+        return DatabaseUnavailable(f"database unavailable: {exc.orig}", stage=stage)
+    if isinstance(exc, DocvecError):
+        return exc
+    # A bug or an unexpected library error (SQLAlchemyError included): permanent, logged whole.
+    log.error("unexpected error processing document %s", document_id, exc_info=exc)
+    return PermanentError(f"internal error: {type(exc).__name__}: {exc}", stage=stage)
+
+
+def _observed(rt: Runtime, result: ProcessResult) -> ProcessResult:
+    """Count ``result`` in the Prometheus metrics (app/metrics.py) and return it."""
+    metrics.DOCUMENTS_PROCESSED.labels(str(result.outcome)).inc()
+    for stage, ms in result.timings_ms.items():
+        metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
+    if result.outcome == AttemptOutcome.succeeded:
+        metrics.CHUNKS_EMBEDDED.labels(rt.provider.name).inc(result.chunks)
+    elif result.outcome == AttemptOutcome.retrying:
+        metrics.TASK_RETRIES.labels(result.error_class or "unknown").inc()
+    elif result.outcome == AttemptOutcome.failed:
+        metrics.TASK_FAILURES.labels(result.error_class or "unknown").inc()
+    return result
 
 
 def _ms(t: float) -> float:
