@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    #: Root of the embedded defaults: SQLite file, Qdrant local folder, stored uploads.
+    #: Root of the embedded defaults: SQLite file, Qdrant Edge folder, stored uploads.
     data_dir: Path = Path(".docvec")
     #: SQLAlchemy URL. Default: SQLite at ``{data_dir}/docvec.db``.
     database_url: str | None = None
@@ -102,8 +102,14 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None
 
     vector_store: Literal["qdrant", "pgvector"] = "qdrant"
-    #: Qdrant server URL; when unset, Qdrant local mode under ``{data_dir}/qdrant`` is used.
+    #: Qdrant server URL; when unset, an embedded engine under ``data_dir`` is used (one process
+    #: only), chosen by ``qdrant_local_engine``.
     qdrant_url: str | None = None
+    #: The embedded engine of ``vector_store="qdrant"`` without ``qdrant_url``: ``edge`` = Qdrant
+    #: Edge, Qdrant's Rust engine in-process (``{data_dir}/edge``; filtered top-5 in ~2-4 ms p95
+    #: at 100k points once ``docvec`` has optimised after an ingest); ``client`` = qdrant-client's
+    #: local mode, a pure-Python emulation (``{data_dir}/qdrant``; ~2 s per search at 100k).
+    qdrant_local_engine: Literal["edge", "client"] = "edge"
     qdrant_api_key: SecretStr | None = None
     #: Collection (Qdrant) or table (pgvector) holding every project's points.
     collection: str = "docvec_chunks"
@@ -194,8 +200,16 @@ class Settings(BaseSettings):
 
     @property
     def qdrant_path(self) -> Path:
-        """Folder of Qdrant's local mode (used when ``qdrant_url`` is unset)."""
+        """Folder of qdrant-client's local mode (no ``qdrant_url``, engine ``client``)."""
         return self.data_dir / "qdrant"
+
+    @property
+    def edge_path(self) -> Path:
+        """Folder of Qdrant Edge's shards, one per collection (no ``qdrant_url``, engine ``edge``).
+
+        The shard of collection ``C`` is ``{edge_path}/C``.
+        """
+        return self.data_dir / "edge"
 
     @property
     def pgvector_sqlalchemy_url(self) -> str:

@@ -16,7 +16,7 @@
         ├── StorageError          the stored file is missing or unreadable
         ├── ProviderRejected      HTTP 400/401/403/404 from a provider (bad key, unknown model, ...)
         ├── DimensionMismatch     the collection's vector size differs from the provider's
-        └── VectorStoreLocked     Qdrant local folder already opened by another process
+        └── VectorStoreLocked     embedded Qdrant folder (Edge or local mode) opened elsewhere
 
 Each error may carry the pipeline ``stage`` in which it happened (``extract``, ``chunk``, ``embed``,
 ``upsert``, ``commit``); the pipeline fills it in when the raiser did not.
@@ -106,7 +106,8 @@ class DimensionMismatch(PermanentError):
 
 
 class VectorStoreLocked(PermanentError):
-    """Qdrant local mode's folder is held by another process."""
+    """The embedded Qdrant folder (Qdrant Edge or qdrant-client's local mode) is held by another
+    process or store."""
 
 
 __all__ = [

@@ -417,6 +417,10 @@ def ingest(
             if result.outcome not in ("succeeded", "skipped"):
                 failed += 1
             advance(1)
+    if todo:
+        with _task(progress, "optimizing the search index", 1) as advance:
+            rt.vector_store.optimize()  # a no-op but for Qdrant Edge, which indexes when asked
+            advance(1)
     with rt.sessions() as s:
         chunks = sum(
             s.scalars(select(Document.chunk_count).where(Document.id.in_(list(corpus_of)))).all()

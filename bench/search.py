@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/search.py [--quick] [--sizes 10000,100000] [--queries Q]
 
-Stores: the embedded default (Qdrant local mode in a folder, through docvec's ``QdrantStore``),
-pgvector (docvec's ``PgVectorStore`` on a throwaway PostgreSQL from the ``pgserver`` package, if
-installed), and Qdrant Edge (``qdrant-edge-py``, raw API, if installed: a candidate embedded
-engine, not a docvec store yet; it is optimised after the upserts, as it would be after an ingest,
-and the time that takes is shown).
+Stores, each through its docvec class: the embedded default, Qdrant Edge (``EdgeStore``, Qdrant's
+Rust engine in-process; ``optimize()`` runs after the upserts, as the CLI runs it after an ingest,
+and the time it takes is shown), qdrant-client's local mode (``QdrantStore`` on a folder,
+``DOCVEC_QDRANT_LOCAL_ENGINE=client``, for comparison) and pgvector (``PgVectorStore`` on a
+throwaway PostgreSQL from the ``pgserver`` package, if installed).
 
 Points: 384-dim unit vectors drawn around 2,000 random centres (like chunk embeddings, they
 cluster), spread over 10 projects; payload as docvec writes it. Each store is filled up to the
@@ -137,50 +137,18 @@ def pgvector(folder: Path) -> Iterator[tuple[Callable[[list[Point]], None], Sear
 
 @contextlib.contextmanager
 def qdrant_edge(folder: Path) -> Iterator[tuple[Callable[[list[Point]], None], Search, Any]]:
-    import qdrant_edge as qe
+    from app.vectorstore.edge import EdgeStore
 
-    shard = qe.EdgeShard.create(
-        str(folder / "edge"),
-        qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Cosine)),
-    )
-    shard.update(qe.UpdateOperation.create_field_index("project_id", qe.PayloadSchemaType.Keyword))
-
-    def upsert(points: list[Point]) -> None:
-        shard.update(
-            qe.UpdateOperation.upsert_points(
-                [
-                    qe.Point(
-                        id=str(p.id),
-                        vector=list(p.vector),
-                        payload={
-                            "project_id": str(p.project_id),
-                            "document_id": str(p.document_id),
-                            "chunk_index": p.chunk_index,
-                            "file_name": p.file_name,
-                        },
-                    )
-                    for p in points
-                ]
-            )
-        )
+    store = EdgeStore(collection="bench", path=folder / "edge")
+    store.ensure_collection(DIM)
 
     def search(project: uuid.UUID, q: list[float]) -> list[uuid.UUID]:
-        hits = shard.query(
-            qe.QueryRequest(
-                limit=TOP_K,
-                query=qe.Query.Nearest(q),
-                filter=qe.Filter(
-                    must=[qe.FieldCondition(key="project_id", match=qe.MatchValue(str(project)))]
-                ),
-                with_payload=False,
-            )
-        )
-        return [uuid.UUID(str(h.id)) for h in hits]
+        return [h.id for h in store.search(project, q, top_k=TOP_K)]
 
     try:
-        yield upsert, search, shard.optimize
+        yield store.upsert, search, store.optimize
     finally:
-        shard.close()
+        store.close()
 
 
 def _importable(module: str) -> bool:
@@ -190,9 +158,9 @@ def _importable(module: str) -> bool:
 
 
 STORES: dict[str, tuple[Callable[[Path], Any], str | None]] = {
-    "qdrant local mode (default)": (qdrant_local, None),
+    "qdrant-edge (embedded default)": (qdrant_edge, "qdrant_edge"),
+    "qdrant-client local mode": (qdrant_local, None),
     "pgvector HNSW": (pgvector, "pgserver"),
-    "qdrant-edge (candidate)": (qdrant_edge, "qdrant_edge"),
 }
 
 

@@ -1,5 +1,5 @@
 """The CLI main job as a user runs it: `docvec ingest`, `search`, `status` as subprocesses on the
-embedded defaults (SQLite + Qdrant local mode + the local model under DOCVEC_DATA_DIR).
+embedded defaults (SQLite + Qdrant Edge + the local model under DOCVEC_DATA_DIR).
 
 The folder is a cross-section of the real corpus — every kind of file and every kind of failure —
 small enough for the real model on 2 cores; `make demo` runs the whole corpus.
@@ -70,7 +70,7 @@ def test_ingest_search_status_and_rerun(folder: Path, tmp_path: Path) -> None:
     assert [s["file"] for s in report["skipped"]] == ["zz-copy-of-rfc1035.txt"]
     assert "same content as text/txt/rfc1035.txt" in report["skipped"][0]["reason"]
     assert report["chunks"] == sum(f["chunks"] for f in report["vectorized"]) > 0
-    assert (data_dir / "docvec.db").is_file() and (data_dir / "qdrant").is_dir()
+    assert (data_dir / "docvec.db").is_file() and (data_dir / "edge").is_dir()
 
     # Running it again does no work for unchanged files, and says so.
     r2 = _docvec("ingest", str(folder), "--project", "corpus", "--json", env=env, cwd=tmp_path)

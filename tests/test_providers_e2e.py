@@ -4,7 +4,7 @@
    PostgreSQL database, pgvector (pgserver), the API in this process — and a loopback
    OpenAI-compatible server (``tests/embeddings/fakes.py``) that the worker reaches through the
    real ``openai`` SDK. Its vectors are a hashed bag of words, so search is meaningful.
-2. ``ollama``, ``gemini`` and ``local`` in-process (SQLite + Qdrant local mode), each on a real
+2. ``ollama``, ``gemini`` and ``local`` in-process (SQLite + Qdrant Edge), each on a real
    corpus document through its real SDK (the local model for ``local``).
 3. Switching the provider on an existing collection is refused with both sizes and the remedy.
 """

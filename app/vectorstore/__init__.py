@@ -1,7 +1,10 @@
 """Vector stores behind one interface (DESIGN §4): Qdrant (default) and PostgreSQL + pgvector.
 
 ``create_vector_store(settings)`` picks the implementation named by ``settings.vector_store``.
-The implementations import their client libraries only when chosen.
+"qdrant" is a Qdrant server (``QdrantStore``) when ``qdrant_url`` is set, else an embedded engine:
+Qdrant Edge (``EdgeStore``, the default) or qdrant-client's local mode (``QdrantStore`` on a
+folder), as ``qdrant_local_engine`` says. The implementations import their libraries only when
+chosen.
 """
 
 from __future__ import annotations
@@ -24,11 +27,16 @@ from app.vectorstore.base import (
 )
 
 if TYPE_CHECKING:
+    from app.vectorstore.edge import EdgeStore
     from app.vectorstore.pgvector import PgVectorStore
     from app.vectorstore.qdrant import QdrantStore
 
 
 def _qdrant(settings: Settings) -> VectorStore:
+    if not settings.qdrant_url and settings.qdrant_local_engine == "edge":
+        from app.vectorstore.edge import EdgeStore
+
+        return EdgeStore(collection=settings.collection, path=settings.edge_path)
     from app.vectorstore.qdrant import QdrantStore
 
     api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
@@ -60,7 +68,7 @@ def create_vector_store(settings: Settings) -> VectorStore:
 
     Raises:
         ValueError: unknown ``vector_store``, or pgvector without a PostgreSQL URL.
-        VectorStoreLocked: Qdrant local mode and another process holds the folder.
+        VectorStoreLocked: an embedded Qdrant engine whose folder another process holds.
     """
     try:
         build = STORES[settings.vector_store]
@@ -72,7 +80,11 @@ def create_vector_store(settings: Settings) -> VectorStore:
 
 
 def __getattr__(name: str) -> Any:
-    """Import ``QdrantStore`` / ``PgVectorStore`` on first use, not with the package."""
+    """Import the store classes (``QdrantStore``, ``EdgeStore``, ...) on first use only."""
+    if name == "EdgeStore":
+        from app.vectorstore.edge import EdgeStore
+
+        return EdgeStore
     if name == "QdrantStore":
         from app.vectorstore.qdrant import QdrantStore
 
@@ -90,6 +102,7 @@ __all__ = [
     "RRF_K",
     "SEARCH_MODES",
     "STORES",
+    "EdgeStore",
     "Hit",
     "PgVectorStore",
     "Point",

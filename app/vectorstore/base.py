@@ -1,8 +1,8 @@
-"""The vector-store interface shared by Qdrant and pgvector (DESIGN §4).
+"""The vector-store interface shared by Qdrant, Qdrant Edge and pgvector (DESIGN §4).
 
-Both implementations hold every project's points in one collection (Qdrant) or table (pgvector),
-cosine distance, vector size fixed when the collection is created. Every query is filtered by
-``project_id`` on the server side (DESIGN §2, invariant 5).
+Every implementation holds all projects' points in one collection (Qdrant), shard (Qdrant Edge)
+or table (pgvector), cosine distance, vector size fixed when the collection is created. Every
+query is filtered by ``project_id`` on the server side (DESIGN §2, invariant 5).
 
 Each point also carries the lexical side of its chunk: the BM25 weights of its terms
 (:mod:`app.lexical`), written in the same write as the dense vector, so that a re-vectorize or a
@@ -179,7 +179,7 @@ class VectorStore(ABC):
     a vector size other than the collection's raises :class:`app.errors.DimensionMismatch`.
     """
 
-    #: Short name shown in status output: ``qdrant`` or ``pgvector``.
+    #: Short name shown in status output: ``qdrant``, ``qdrant-edge`` or ``pgvector``.
     name: str = ""
 
     @abstractmethod
@@ -297,6 +297,15 @@ class VectorStore(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise :class:`app.errors.VectorStoreUnavailable` if the store cannot be reached."""
+
+    def optimize(self) -> None:  # noqa: B027 - optional hook
+        """Build the search indexes of what was written since the last call (a no-op here).
+
+        A store whose index is not kept up to date by its writes (Qdrant Edge builds its HNSW
+        index only when asked) does it here, blocking, possibly for minutes. Call it after an
+        ingest, never while serving a request. Points and search results are unchanged; only the
+        search latency is.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and locks."""

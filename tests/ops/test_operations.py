@@ -21,16 +21,19 @@ from app.pipeline.process import process_document
 from app.queue import JobQueue
 from app.runtime import Runtime
 from app.vectorstore import Point, VectorStore
+from app.vectorstore.edge import EdgeStore
 from app.vectorstore.pgvector import PgVectorStore
 from app.vectorstore.qdrant import QdrantStore
 
 DOCS = ["text/md/en/fastapi__features.md", "text/md/en/fastapi__python-types.md"]
 
 
-@pytest.fixture(params=["qdrant", "pgvector"])
+@pytest.fixture(params=["qdrant", "edge", "pgvector"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
     if request.param == "qdrant":
         s: VectorStore = QdrantStore(collection="chunks", path=tmp_path / "qdrant")
+    elif request.param == "edge":
+        s = EdgeStore(collection="chunks", path=tmp_path / "edge")
     else:
         url = request.getfixturevalue("pgvector_url")
         s = PgVectorStore(url=url, table=request.getfixturevalue("fresh_pgvector_table"))

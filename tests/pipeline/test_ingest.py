@@ -1,6 +1,6 @@
 """The overlapped in-process ingest (app/pipeline/ingest.py) and shared embedding batches.
 
-Real documents, SQLite, Qdrant local mode and the real model, as in test_process.py. What is
+Real documents, SQLite, Qdrant Edge and the real model, as in test_process.py. What is
 checked: results come back in order, one per document; small documents share one embedding call
 yet each gets exactly its own vectors, chunk rows and points; a bad document in the middle fails
 alone; an early stop of the consumer leaves nothing half-written.

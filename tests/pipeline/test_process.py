@@ -1,4 +1,4 @@
-"""The pipeline function end to end, in-process: SQLite + Qdrant local mode + the real model.
+"""The pipeline function end to end, in-process: SQLite + Qdrant Edge + the real model.
 
 Checks DESIGN §2 invariants 1-3 on real documents: vector store first then SQL, deterministic point
 ids (re-runs overwrite), stale tails deleted, and superseded runs writing nothing.

@@ -21,6 +21,7 @@ from app.pipeline.chunk import Chunker
 from app.pipeline.process import process_document
 from app.runtime import Runtime
 from app.vectorstore import VectorStore
+from app.vectorstore.edge import EdgeStore
 from app.vectorstore.pgvector import PgVectorStore
 from app.vectorstore.qdrant import QdrantStore
 from tests.search import beir_small
@@ -116,12 +117,14 @@ def test_a_paraphrase_without_shared_words_is_found_by_dense_and_hybrid(
     assert found and found[0].dense_rank == 1 and found[0].lexical_rank is None
 
 
-@pytest.fixture(params=["qdrant", "pgvector"])
+@pytest.fixture(params=["qdrant", "edge", "pgvector"])
 def store_rt(request: pytest.FixtureRequest, tmp_path: Path, local_provider) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
     settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
     migrate.upgrade(settings.sqlalchemy_url)
     if request.param == "qdrant":
         store: VectorStore = QdrantStore(collection="chunks", path=tmp_path / "qdrant")
+    elif request.param == "edge":
+        store = EdgeStore(collection="chunks", path=tmp_path / "edge")
     else:
         store = PgVectorStore(
             url=request.getfixturevalue("pgvector_url"),

@@ -1,4 +1,4 @@
-"""Fixtures of the security tests: the API in-process (SQLite + Qdrant local mode + the real model,
+"""Fixtures of the security tests: the API in-process (SQLite + Qdrant Edge + the real model,
 jobs run in-process through the pipeline function), with settings each test may adjust."""
 
 from __future__ import annotations

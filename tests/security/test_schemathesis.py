@@ -1,7 +1,7 @@
 """Schemathesis against the API's own OpenAPI schema, in-process: no request may end in a 5xx.
 
 SQL is a real PostgreSQL (it refuses what SQLite accepts: NUL characters in text, integers past
-64 bits), vectors go to Qdrant's local mode, queries are embedded by the real model. Bounded:
+64 bits), vectors go to Qdrant Edge, queries are embedded by the real model. Bounded:
 a few hundred generated requests, valid ones and deliberately invalid ones, with and without an
 API key, on random ids and on ids that exist.
 """

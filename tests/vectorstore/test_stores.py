@@ -1,7 +1,8 @@
-"""One suite, both stores: Qdrant (local mode in a temporary folder) and pgvector (pgserver).
+"""One suite, every store: Qdrant (qdrant-client's local mode in a temporary folder), Qdrant Edge
+(a temporary folder) and pgvector (pgserver).
 
-Every behaviour of :class:`app.vectorstore.VectorStore` is asserted against both implementations,
-and a congruence test runs the same random workload on both and compares the rankings.
+Every behaviour of :class:`app.vectorstore.VectorStore` is asserted against every implementation,
+and a congruence test runs the same random workload on all three and compares the rankings.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from app import lexical
 from app.config import Settings
 from app.errors import DimensionMismatch, VectorStoreLocked, VectorStoreUnavailable
 from app.vectorstore import RRF_K, Hit, Point, VectorStore, create_vector_store, point_id
+from app.vectorstore.edge import EdgeStore
 from app.vectorstore.pgvector import PgVectorStore
 from app.vectorstore.qdrant import QdrantStore
 
@@ -37,9 +39,10 @@ DIM = 4
 OpenStore = Callable[[], VectorStore]
 
 
-@pytest.fixture(params=["qdrant", "pgvector"])
+@pytest.fixture(params=["qdrant", "edge", "pgvector"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
-    """Opens stores on one collection (Qdrant folder / pgvector table) private to the test.
+    """Opens stores on one collection (Qdrant folder / Edge folder / pgvector table) private to
+    the test.
 
     Every store opened is closed at teardown (closing twice is harmless).
     """
@@ -48,6 +51,10 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
 
         def make() -> VectorStore:
             return QdrantStore(collection=COLLECTION, path=tmp_path / "qdrant")
+    elif request.param == "edge":
+
+        def make() -> VectorStore:
+            return EdgeStore(collection=COLLECTION, path=tmp_path / "edge")
     else:
         url: str = request.getfixturevalue("pgvector_url")
         table: str = request.getfixturevalue("fresh_pgvector_table")
@@ -258,6 +265,34 @@ def test_ping(store: VectorStore) -> None:
     store.ping()
 
 
+def test_optimize_keeps_every_point_and_every_ranking(store: VectorStore) -> None:
+    project, other = uuid.uuid4(), uuid.uuid4()
+    doc, other_doc = uuid.uuid4(), uuid.uuid4()
+    rng = random.Random(11)
+    words = ["zebra", "okapi", "giraffe", "lion", "tapir", "quokka"]
+    texts = [" ".join(rng.choices(words, k=rng.randint(1, 6))) for _ in range(40)]
+    store.upsert(_points(project, doc, [_angle(4.5 * i) for i in range(40)], texts=texts))
+    store.upsert(_points(other, other_doc, [_angle(1.0 * i) for i in range(10)], texts=texts[:10]))
+    store.delete_document(doc, from_chunk_index=30)
+
+    Ranked = list[tuple[uuid.UUID, float]]
+
+    def snapshot() -> tuple[int, set[uuid.UUID], Ranked, Ranked, list[uuid.UUID]]:
+        return (
+            store.count(),
+            store.point_ids(),
+            [(h.id, round(h.score, 5)) for h in store.search(project, X_AXIS, top_k=10)],
+            [(h.id, round(h.score, 5)) for h in store.search_lexical(project, "okapi", top_k=50)],
+            [h.id for h in store.search_hybrid(project, X_AXIS, "tapir lion", top_k=10)],
+        )
+
+    before = snapshot()
+    assert before[0] == 40 and len(before[3]) > 0
+    store.optimize()
+    store.optimize()  # nothing left to do: still harmless
+    assert snapshot() == before
+
+
 # -- lexical and hybrid search ---------------------------------------------------------------------
 
 
@@ -401,6 +436,10 @@ def test_collections_from_before_the_lexical_index_are_upgraded(open_store: Open
     project, doc = uuid.uuid4(), uuid.uuid4()
     old = _points(project, doc, [_angle(0), _angle(10)], texts=["zebra", "okapi"])
     store = open_store()
+    if isinstance(store, EdgeStore):
+        # docvec's Edge shards have had the lexical side since the first one; a shard without it
+        # is refused (test_edge_refuses_a_shard_docvec_did_not_create).
+        pytest.skip("no Qdrant Edge shard predates the lexical index")
     if isinstance(store, QdrantStore):
         from qdrant_client import models as qm
 
@@ -469,7 +508,7 @@ def test_collections_from_before_the_lexical_index_are_upgraded(open_store: Open
 # -- the two stores agree ------------------------------------------------------------------------
 
 
-def test_qdrant_and_pgvector_rank_alike(
+def test_qdrant_edge_and_pgvector_rank_alike(
     tmp_path: Path, pgvector_url: str, fresh_pgvector_table: str
 ) -> None:
     dim, rng = 16, random.Random(20240611)
@@ -502,8 +541,10 @@ def test_qdrant_and_pgvector_rank_alike(
         for q in range(20)
     ]
 
+    # pgvector last: the reference the two Qdrant engines are compared with.
     stores: list[VectorStore] = [
         QdrantStore(collection=COLLECTION, path=tmp_path / "qdrant"),
+        EdgeStore(collection=COLLECTION, path=tmp_path / "edge"),
         PgVectorStore(url=pgvector_url, table=fresh_pgvector_table),
     ]
     try:
@@ -526,39 +567,42 @@ def test_qdrant_and_pgvector_rank_alike(
         for s in stores:
             s.close()
 
-    (q_count, q_per_project, q_ids, q_hits, q_lex, q_hyb) = results[0]
-    (p_count, p_per_project, p_ids, p_hits, p_lex, p_hyb) = results[1]
-    assert q_count == p_count < 300
-    assert q_per_project == p_per_project
-    assert q_ids == p_ids
-    for q_result, p_result in zip(q_hits, p_hits, strict=True):
-        assert len(q_result) == 5
-        assert [h.id for h in q_result] == [h.id for h in p_result]
-        for q_hit, p_hit in zip(q_result, p_result, strict=True):
-            assert q_hit.score == pytest.approx(p_hit.score, abs=1e-4)
-            assert (q_hit.document_id, q_hit.chunk_index, q_hit.file_name) == (
-                p_hit.document_id,
-                p_hit.chunk_index,
-                p_hit.file_name,
-            )
-    # BM25: the same scores in the same order; chunks with equal scores may swap places.
-    assert sum(len(r) for r in q_lex) > 100
-    for q_result, p_result in zip(q_lex, p_lex, strict=True):
-        assert [h.score for h in q_result] == pytest.approx([h.score for h in p_result], rel=1e-4)
-        # (The last group may be cut by top_k at different members.)
-        assert _by_score(q_result)[:-1] == _by_score(p_result)[:-1]
-    # Hybrid: the same fusion wherever the lexical ranking had no ties to order differently.
-    compared = 0
-    for q_result, p_result, lex in zip(q_hyb, p_hyb, p_lex, strict=True):
-        assert len(q_result) == len(p_result) == 10
-        if all(len(group) == 1 for group in _by_score(lex)):
-            compared += 1
+    (p_count, p_per_project, p_ids, p_hits, p_lex, p_hyb) = results[-1]
+    assert p_count < 300
+    assert sum(len(r) for r in p_lex) > 100
+    for q_count, q_per_project, q_ids, q_hits, q_lex, q_hyb in results[:-1]:
+        assert q_count == p_count
+        assert q_per_project == p_per_project
+        assert q_ids == p_ids
+        for q_result, p_result in zip(q_hits, p_hits, strict=True):
+            assert len(q_result) == 5
             assert [h.id for h in q_result] == [h.id for h in p_result]
-            assert [h.score for h in q_result] == pytest.approx([h.score for h in p_result])
-            assert [(h.dense_rank, h.lexical_rank) for h in q_result] == [
-                (h.dense_rank, h.lexical_rank) for h in p_result
-            ]
-    assert compared >= 5
+            for q_hit, p_hit in zip(q_result, p_result, strict=True):
+                assert q_hit.score == pytest.approx(p_hit.score, abs=1e-4)
+                assert (q_hit.document_id, q_hit.chunk_index, q_hit.file_name) == (
+                    p_hit.document_id,
+                    p_hit.chunk_index,
+                    p_hit.file_name,
+                )
+        # BM25: the same scores in the same order; chunks with equal scores may swap places.
+        for q_result, p_result in zip(q_lex, p_lex, strict=True):
+            assert [h.score for h in q_result] == pytest.approx(
+                [h.score for h in p_result], rel=1e-4
+            )
+            # (The last group may be cut by top_k at different members.)
+            assert _by_score(q_result)[:-1] == _by_score(p_result)[:-1]
+        # Hybrid: the same fusion wherever the lexical ranking had no ties to order differently.
+        compared = 0
+        for q_result, p_result, lex in zip(q_hyb, p_hyb, p_lex, strict=True):
+            assert len(q_result) == len(p_result) == 10
+            if all(len(group) == 1 for group in _by_score(lex)):
+                compared += 1
+                assert [h.id for h in q_result] == [h.id for h in p_result]
+                assert [h.score for h in q_result] == pytest.approx([h.score for h in p_result])
+                assert [(h.dense_rank, h.lexical_rank) for h in q_result] == [
+                    (h.dense_rank, h.lexical_rank) for h in p_result
+                ]
+        assert compared >= 5
 
 
 def _by_score(hits: Sequence[Hit]) -> list[set[uuid.UUID]]:
@@ -672,6 +716,191 @@ def test_second_client_in_one_process_is_refused_cleanly(tmp_path: Path) -> None
         first.ensure_collection(DIM)  # the first client keeps its lock and works
     finally:
         first.close()
+
+
+# -- Qdrant Edge: one process per folder, durable, indexed on demand ------------------------------
+
+_HOLD_EDGE = """
+import sys, time, uuid
+from pathlib import Path
+from app.vectorstore import Point, point_id
+from app.vectorstore.edge import EdgeStore
+store = EdgeStore(collection="held", path=Path(sys.argv[1]))
+store.ensure_collection(4)
+doc = uuid.UUID(sys.argv[2])
+store.upsert([Point(id=point_id(doc, 0), vector=[1.0, 0.0, 0.0, 0.0], project_id=doc,
+                    document_id=doc, chunk_index=0, file_name="held.txt", text="held zebra")])
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _assert_clear_lock_message(error: VectorStoreLocked, folder: Path) -> None:
+    message = str(error)
+    assert str(folder) in message and "Qdrant Edge" in message
+    assert "DOCVEC_QDRANT_URL" in message and "DOCVEC_VECTOR_STORE=pgvector" in message
+    # No engine traceback chained to it.
+    assert error.__cause__ is None and error.__suppress_context__
+
+
+def test_edge_second_process_is_refused_until_the_holder_dies(tmp_path: Path) -> None:
+    folder, doc = tmp_path / "edge", uuid.uuid4()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_EDGE, str(folder), str(doc)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        line = holder.stdout.readline()
+        assert line.strip() == "ready", holder.stderr.read() if holder.stderr else line
+
+        with pytest.raises(VectorStoreLocked) as caught:
+            EdgeStore(collection="held", path=folder)
+        _assert_clear_lock_message(caught.value, folder / "held")
+    finally:
+        holder.kill()  # SIGKILL: no close, no flush
+        holder.wait(timeout=30)
+        for pipe in (holder.stdout, holder.stderr):
+            if pipe is not None:
+                pipe.close()
+
+    # The lock died with its process, and the acknowledged upsert survived it (the WAL).
+    store = EdgeStore(collection="held", path=folder)
+    try:
+        store.ensure_collection(4)
+        assert store.point_ids() == {point_id(doc, 0)}
+        (hit,) = store.search_lexical(doc, "zebra", top_k=5)
+        assert hit.file_name == "held.txt"
+    finally:
+        store.close()
+
+
+def test_edge_second_store_in_one_process_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "edge"
+    # Made before the shard exists: it holds nothing yet, and finds nothing.
+    early = EdgeStore(collection=COLLECTION, path=folder)
+    assert early.count() == 0 and early.search(uuid.uuid4(), X_AXIS, top_k=3) == []
+    first = EdgeStore(collection=COLLECTION, path=folder)
+    try:
+        first.ensure_collection(DIM)
+        with pytest.raises(VectorStoreLocked) as caught:
+            EdgeStore(collection=COLLECTION, path=folder)
+        _assert_clear_lock_message(caught.value, folder / COLLECTION)
+        # The early store now finds the shard, and the lock refuses it too.
+        with pytest.raises(VectorStoreLocked):
+            early.ensure_collection(DIM)
+        with pytest.raises(VectorStoreLocked):
+            early.count()
+        project, doc = uuid.uuid4(), uuid.uuid4()
+        first.upsert(_points(project, doc, [X_AXIS]))  # the first store keeps its lock and works
+        assert first.count() == 1
+    finally:
+        first.close()
+        early.close()
+    again = EdgeStore(collection=COLLECTION, path=folder)  # released by close()
+    try:
+        assert again.count() == 1
+    finally:
+        again.close()
+
+
+def test_edge_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    project, doc = uuid.uuid4(), uuid.uuid4()
+    texts = LEXICAL_TEXTS
+    store = EdgeStore(collection=COLLECTION, path=tmp_path)
+    store.ensure_collection(DIM)
+    store.upsert(_points(project, doc, [_angle(10 * i) for i in range(4)], texts=texts))
+    store.delete_document(doc, from_chunk_index=3)
+    dense = store.search(project, X_AXIS, top_k=5)
+    lexical_hits = store.search_lexical(project, "resolver nxdomain", top_k=5)
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        store.count()
+
+    reopened = EdgeStore(collection=COLLECTION, path=tmp_path)
+    try:
+        # Readable before ensure_collection, as after a restart.
+        assert reopened.point_ids() == {point_id(doc, i) for i in range(3)}
+        assert reopened.search(project, X_AXIS, top_k=5) == dense
+        assert reopened.search_lexical(project, "resolver nxdomain", top_k=5) == lexical_hits
+        assert len(dense) == 3 and len(lexical_hits) == 2
+        reopened.ensure_collection(DIM)
+        with pytest.raises(DimensionMismatch, match=r"4-dim.*8-dim"):
+            reopened.ensure_collection(8)
+    finally:
+        reopened.close()
+
+
+def test_edge_optimize_builds_the_index_and_keeps_exact_results(tmp_path: Path) -> None:
+    """A few hundred points, thresholds lowered so that optimize() really builds HNSW graphs and
+    filtered searches use them; the top 5 stay the exact top 5."""
+    dim, rng = 32, random.Random(3)
+    projects = [uuid.uuid4() for _ in range(3)]
+    docs = {p: uuid.uuid4() for p in projects}
+    vectors = {p: [[rng.gauss(0, 1) for _ in range(dim)] for _ in range(150)] for p in projects}
+    store = EdgeStore(
+        collection=COLLECTION, path=tmp_path, indexing_threshold_kb=1, full_scan_threshold_kb=1
+    )
+    try:
+        store.ensure_collection(dim)
+        for p in projects:
+            store.upsert(_points(p, docs[p], vectors[p]))
+        queries = [(projects[q % 3], [rng.gauss(0, 1) for _ in range(dim)]) for q in range(30)]
+
+        def cosine(u: Sequence[float], v: Sequence[float]) -> float:
+            dot = sum(a * b for a, b in zip(u, v, strict=True))
+            return dot / math.sqrt(sum(a * a for a in u) * sum(b * b for b in v))
+
+        def exact_top5(project: uuid.UUID, query: Sequence[float]) -> list[uuid.UUID]:
+            def similarity(i: int) -> float:
+                return cosine(vectors[project][i], query)
+
+            best = sorted(range(150), key=similarity, reverse=True)[:5]
+            return [point_id(docs[project], i) for i in best]
+
+        exact = [exact_top5(p, q) for p, q in queries]
+
+        def top5() -> list[list[uuid.UUID]]:
+            return [[h.id for h in store.search(p, q, top_k=5)] for p, q in queries]
+
+        assert store._require_shard().info().indexed_vectors_count == 0
+        before = top5()
+        ids = store.point_ids()
+        store.optimize()
+        # The situation under test: every point is in an HNSW graph now.
+        assert store._require_shard().info().indexed_vectors_count == 450
+        after = top5()
+        assert store.point_ids() == ids and len(ids) == 450
+        assert before == exact
+        assert after == exact
+    finally:
+        store.close()
+
+
+def test_edge_refuses_a_shard_docvec_did_not_create(tmp_path: Path) -> None:
+    import qdrant_edge as qe
+
+    foreign = qe.EdgeShard.create(
+        str(tmp_path / COLLECTION),
+        qe.EdgeConfig(vectors={"text": qe.EdgeVectorParams(size=DIM, distance=qe.Distance.Dot)}),
+    )
+    foreign.close()
+    store = EdgeStore(collection=COLLECTION, path=tmp_path)
+    try:
+        with pytest.raises(DimensionMismatch, match="did not create"):
+            store.ensure_collection(DIM)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "", "-x"])
+def test_edge_collection_name_must_be_a_folder_name(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="folder name"):
+        EdgeStore(collection=name, path=tmp_path)
 
 
 # -- unreachable stores ----------------------------------------------------------------------------
@@ -795,13 +1024,36 @@ def test_pgvector_table_name_must_be_an_identifier(table: str) -> None:
 def test_factory_builds_the_configured_store(
     tmp_path: Path, pgvector_url: str, fresh_pgvector_table: str
 ) -> None:
-    qdrant = create_vector_store(Settings(_env_file=None, data_dir=tmp_path))  # type: ignore[call-arg]
+    edge = create_vector_store(Settings(_env_file=None, data_dir=tmp_path))  # type: ignore[call-arg]
+    try:
+        assert isinstance(edge, EdgeStore) and edge.name == "qdrant-edge"
+        edge.ensure_collection(DIM)
+        assert (tmp_path / "edge" / "docvec_chunks" / "edge_config.json").is_file()
+        assert not (tmp_path / "qdrant").exists()
+    finally:
+        edge.close()
+
+    client = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=tmp_path, qdrant_local_engine="client"
+    )
+    qdrant = create_vector_store(client)
     try:
         assert isinstance(qdrant, QdrantStore) and qdrant.local
         qdrant.ensure_collection(DIM)
         assert (tmp_path / "qdrant").is_dir()
     finally:
         qdrant.close()
+
+    # A server URL wins over the embedded engine.
+    server = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=tmp_path / "s", qdrant_url=f"http://127.0.0.1:{_closed_port()}"
+    )
+    remote = create_vector_store(server)
+    try:
+        assert isinstance(remote, QdrantStore) and not remote.local
+    finally:
+        remote.close()
+    assert not (tmp_path / "s").exists()
 
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
