@@ -16,8 +16,6 @@ import pytest
 from sqlalchemy import select
 
 from app import services
-from app.config import Settings
-from app.db import migrate
 from app.db.models import Document, DocumentChunk, VectorizationAttempt
 from app.pipeline.ingest import process_many
 from app.pipeline.process import PreparedDocument, complete_documents, prepare_document
@@ -33,15 +31,6 @@ SENTENCES = [
     "Mitochondria produce most of a cell's supply of adenosine triphosphate.",
     "Haiku are short poems of three lines with five, seven and five syllables.",
 ]
-
-
-@pytest.fixture
-def rt(tmp_path: Path, local_provider) -> Runtime:  # type: ignore[no-untyped-def]
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
-    migrate.upgrade(settings.sqlalchemy_url)
-    runtime = Runtime(settings, provider=local_provider)
-    yield runtime
-    runtime.close()
 
 
 def _add(rt: Runtime, path: Path) -> uuid.UUID:

@@ -14,22 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from app import services
-from app.config import ChunkingSettings, Settings
-from app.db import migrate
+from app.config import ChunkingSettings
 from app.db.models import Document, DocumentChunk, VectorizationAttempt
 from app.pipeline.chunk import Chunker
 from app.pipeline.process import process_document
 from app.runtime import Runtime
 from app.vectorstore import point_id
-
-
-@pytest.fixture
-def rt(tmp_path: Path, local_provider) -> Runtime:  # type: ignore[no-untyped-def]
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
-    migrate.upgrade(settings.sqlalchemy_url)
-    runtime = Runtime(settings, provider=local_provider)
-    yield runtime
-    runtime.close()
 
 
 def _add(rt: Runtime, path: Path, project: str = "p") -> uuid.UUID:
