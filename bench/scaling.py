@@ -118,7 +118,7 @@ def run(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--docs", type=int, default=80)
+    ap.add_argument("--docs", type=int, default=200)
     ap.add_argument("--workers", default="1,4")
     ap.add_argument("--delay", type=float, default=0.15, help="seconds per provider request")
     args = ap.parse_args()
