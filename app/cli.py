@@ -374,7 +374,10 @@ def _doc_dict(d: Document, *, attempts: bool = False) -> dict[str, Any]:
                 "outcome": a.outcome,
                 "error": a.error,
                 "failed_stage": a.failed_stage,
+                "chunks": a.chunks,
                 "timings_ms": a.timings_ms,
+                # inputs, requests, retries, tokens, and chunks the model truncated to its window
+                "usage": a.usage,
             }
             for a in d.attempts
         ]
@@ -432,14 +435,26 @@ def status(
             if k != "attempts":
                 out.print(f"[bold]{k}[/bold]: {v}")
         t = Table(title="attempts", title_justify="left")
-        for col in ("attempt", "worker", "started_at", "outcome", "failed_stage", "error"):
+        for col in (
+            "attempt",
+            "worker",
+            "started_at",
+            "outcome",
+            "chunks",
+            "truncated",
+            "failed_stage",
+            "error",
+        ):
             t.add_column(col, overflow="fold")
         for a in data["attempts"]:
+            usage = a["usage"] or {}
             t.add_row(
                 str(a["attempt"]),
                 a["worker"] or "",
                 a["started_at"],
                 a["outcome"],
+                "" if a["chunks"] is None else str(a["chunks"]),
+                str(usage.get("truncated", "")),
                 a["failed_stage"] or "",
                 (a["error"] or "")[:200],
             )

@@ -65,12 +65,15 @@ class EmbeddingSettings(BaseModel):
 
 
 class ChunkingSettings(BaseModel):
-    """Chunk sizing (DESIGN §6). Sizes are in characters, or in tokens when ``unit='tokens'``."""
+    """Chunk sizing (DESIGN §6). Sizes are in characters, or in tokens (``unit``)."""
 
     chunk_size: int = Field(1000, ge=16)
     chunk_overlap: int = Field(200, ge=0)
     min_chunk_size: int = Field(100, ge=1)
-    unit: Literal["chars", "tokens"] = "chars"
+    #: ``chars``; ``tokens`` (tiktoken's ``encoding``); ``model_tokens``: the local embedding
+    #: model's own word pieces, so that chunk_size can match its window (chunk_size at most
+    #: max_seq_length - 2, e.g. 254 for all-MiniLM-L6-v2; checked at start-up).
+    unit: Literal["chars", "tokens", "model_tokens"] = "chars"
     #: tiktoken encoding used for token counts and token-based sizing.
     encoding: str = "cl100k_base"
 

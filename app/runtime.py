@@ -5,7 +5,9 @@ Celery prefork parent never holds them and each child builds its own after the f
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,7 +44,9 @@ class Runtime:
         self.engine: Engine = make_engine(settings.sqlalchemy_url, pool_size=pool_size)
         self.sessions: sessionmaker[Session] = make_session_factory(self.engine)
         self.storage = FileStorage(settings.files_dir)
-        self.chunker = Chunker.from_settings(settings.chunking)
+        self.chunker = Chunker.from_settings(
+            settings.chunking, tokenizer_file=model_tokenizer_file(settings)
+        )
         self._provider = provider
         self._store = vector_store
         self._collection_ready: int | None = None
@@ -81,3 +85,38 @@ class Runtime:
             self._store.close()
             self._store = None
         self.engine.dispose()
+
+
+def model_tokenizer_file(settings: Settings) -> Path | None:
+    """The local model's ``tokenizer.json`` when chunks are sized in its tokens, else None.
+
+    Raises:
+        ValueError: ``unit="model_tokens"`` with a provider other than ``local``, a model folder
+            without ``tokenizer.json``, or a ``chunk_size`` that does not fit the model's window
+            (``max_seq_length`` of its ``sentence_bert_config.json`` minus the two special tokens
+            every input gets).
+    """
+    chunking = settings.chunking
+    if chunking.unit != "model_tokens":
+        return None
+    if settings.embedding.provider != "local":
+        raise ValueError(
+            "DOCVEC_CHUNKING__UNIT=model_tokens sizes chunks with the local model's tokenizer; "
+            f"provider {settings.embedding.provider!r} has none here: use unit=tokens (tiktoken)"
+        )
+    from app.embeddings.local import LocalProvider, resolve_model_path
+
+    folder = Path(resolve_model_path(settings.embedding.model or LocalProvider.default_model))
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise ValueError(f"DOCVEC_CHUNKING__UNIT=model_tokens: no tokenizer.json in {folder}")
+    config = folder / "sentence_bert_config.json"
+    if config.is_file():
+        window = int(json.loads(config.read_text("utf-8")).get("max_seq_length") or 0)
+        if window and chunking.chunk_size > window - 2:
+            raise ValueError(
+                f"DOCVEC_CHUNKING__CHUNK_SIZE={chunking.chunk_size} model tokens does not fit "
+                f"the model's window of {window} ({window - 2} plus [CLS] and [SEP]); set it to "
+                f"at most {window - 2}"
+            )
+    return path

@@ -104,6 +104,9 @@ class Embedded:
 
     vectors: list[list[float]]
     tokens: int | None = None
+    #: Positions (in the batch) of inputs the model truncated to its window on its own side,
+    #: for providers that cannot be asked to refuse them (the local model).
+    truncated: tuple[int, ...] = ()
 
 
 # ---- secrets ---------------------------------------------------------------------------------
@@ -530,7 +533,8 @@ class EmbeddingProvider(ABC):
         usage = usage if usage is not None else EmbeddingUsage()
         prefixed = [self.document_prefix + t for t in texts] if self.document_prefix else texts
         fitted, counts, truncated = self.fit(prefixed)
-        usage.truncated_inputs.extend(usage.inputs + i for i in truncated)
+        base = usage.inputs  # positions in truncated_inputs count from the call's first input
+        usage.truncated_inputs.extend(base + i for i in truncated)
         usage.truncated += len(truncated)
         ranges = [_Batch(s, e) for s, e in self.cut(counts)]
         out: list[list[float] | None] = [None] * len(fitted)
@@ -542,6 +546,7 @@ class EmbeddingProvider(ABC):
                 kind="document",
                 usage=usage,
                 cancel=cancel,
+                offset=base + b.start,
             )
 
         def done(b: _Batch, vectors: list[list[float]]) -> None:
@@ -607,8 +612,12 @@ class EmbeddingProvider(ABC):
         kind: InputKind,
         usage: EmbeddingUsage | None,
         cancel: threading.Event | None,
+        offset: int = 0,
     ) -> list[list[float]]:
-        """One batch through the limiter, with in-call retries: ``len(batch)`` x ``dimension``."""
+        """One batch through the limiter, with in-call retries: ``len(batch)`` x ``dimension``.
+
+        ``offset`` is the batch's first position in ``usage.truncated_inputs``' numbering.
+        """
         started = time.monotonic()
         deadline = started + self.retry_budget_s
         tokens = sum(counts)
@@ -669,6 +678,8 @@ class EmbeddingProvider(ABC):
                     usage.batch_sizes.append(len(batch))
                     if embedded.tokens is not None:
                         usage.tokens = (usage.tokens or 0) + embedded.tokens
+                    usage.truncated += len(embedded.truncated)
+                    usage.truncated_inputs.extend(offset + i for i in embedded.truncated)
             return vectors
 
     def _check(self, vectors: list[list[float]], n: int) -> list[list[float]]:

@@ -31,8 +31,11 @@ Tokenisation in the exported backends uses the model's ``tokenizer.json`` (Huggi
 does, and the graph ends with the model's pooling and L2 normalisation.
 
 Over-long input policy: each input is truncated to the model's ``max_seq_length`` (256 word pieces
-for all-MiniLM-L6-v2, from its ``sentence_bert_config.json``); docvec's default chunk of 1,000
-characters is about 230 tokens, inside that window.
+for all-MiniLM-L6-v2, from its ``sentence_bert_config.json``), and every input so cut is counted
+in the attempt's usage (``truncated``), so a document whose chunks do not fit says so. docvec's
+default chunk of 1,000 characters is about 230 word pieces of English, inside that window; other
+text (code, other languages, numbers) can take more, and ``DOCVEC_CHUNKING__UNIT=model_tokens``
+sizes chunks in the model's own word pieces so that none is cut.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from app.config import EmbeddingSettings
-from app.embeddings.base import EmbeddingProvider, InputKind
+from app.embeddings.base import Embedded, EmbeddingProvider, InputKind
 from app.errors import ProviderRejected
 
 if TYPE_CHECKING:
@@ -125,6 +128,15 @@ class Encoder(ABC):
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts`` in one forward pass."""
 
+    def encode_counted(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        """:meth:`encode`, and the positions of the inputs longer than ``max_seq_length`` word
+        pieces (special tokens included), which the model truncated."""
+        return self.encode(texts), self.overlong(texts)
+
+    def overlong(self, texts: list[str]) -> list[int]:
+        """Positions of ``texts`` longer than the model's window (tokenizes them once more)."""
+        return []
+
 
 class TorchEncoder(Encoder):
     """sentence-transformers with PyTorch, FP32: the reference every other backend is held to."""
@@ -139,6 +151,12 @@ class TorchEncoder(Encoder):
     @classmethod
     def load(cls, model_path: str, num_threads: int | None) -> TorchEncoder:
         return cls(_load_sentence_transformer(model_path, num_threads))
+
+    def overlong(self, texts: list[str]) -> list[int]:
+        # The torch path tokenizes inside sentence-transformers; count here, without truncation.
+        stripped = [t.strip() for t in texts]
+        ids = self.st.tokenizer(stripped, truncation=False, verbose=False)["input_ids"]
+        return [i for i, row in enumerate(ids) if len(row) > self.max_seq_length]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         arr: np.ndarray = self.st.encode(
@@ -180,8 +198,9 @@ class _ExportedEncoder(Encoder):
     @abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
 
-    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """The graph's inputs for ``texts`` (int64, padded to the longest in the batch)."""
+    def tokenize(self, texts: list[str]) -> tuple[dict[str, np.ndarray], list[int]]:
+        """The graph's inputs for ``texts`` (int64, padded to the longest in the batch), and the
+        positions of the inputs that truncation to ``max_seq_length`` cut."""
         import numpy as np
 
         # sentence-transformers strips each text and lowercases it when the model says so.
@@ -194,13 +213,19 @@ class _ExportedEncoder(Encoder):
             "attention_mask": "attention_mask",
             "token_type_ids": "type_ids",
         }
-        return {
+        feeds = {
             name: np.array([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
             for name in self.input_names
         }
+        # Truncation keeps what it cut in ``overflowing``: the count costs nothing extra.
+        return feeds, [i for i, e in enumerate(encodings) if e.overflowing]
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        return self._run(self.tokenize(texts))
+        return self._run(self.tokenize(texts)[0])
+
+    def encode_counted(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        feeds, cut = self.tokenize(texts)
+        return self._run(feeds), cut
 
 
 class OnnxEncoder(_ExportedEncoder):
@@ -683,6 +708,10 @@ class LocalProvider(EmbeddingProvider):
     default_model: ClassVar[str] = "all-MiniLM-L6-v2"
     sdk_modules: ClassVar[tuple[str, ...]] = ("sentence_transformers", "torch")
     max_inputs_per_request: ClassVar[int] = 1024
+    overlong_policy: ClassVar[str] = (
+        "truncated by the model to its maximum sequence length; each one counted as truncated "
+        "in the attempt's usage"
+    )
 
     def __init__(self, settings: EmbeddingSettings) -> None:
         super().__init__(settings)
@@ -736,6 +765,7 @@ class LocalProvider(EmbeddingProvider):
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "backend": self.backend}
 
-    def _embed_batch(self, texts: list[str], *, kind: InputKind) -> list[list[float]]:
-        vectors: list[list[float]] = self._load().encode(texts).tolist()
-        return vectors
+    def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
+        arr, cut = self._load().encode_counted(texts)
+        # Inputs the model truncated are reported (EmbeddingUsage.truncated), never silent.
+        return Embedded(arr.tolist(), truncated=tuple(cut))

@@ -39,7 +39,8 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import cache
 from itertools import accumulate
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import tiktoken
 
@@ -159,8 +160,9 @@ class Chunker:
         chunk_size: int = 1000,
         chunk_overlap: int = 200,
         min_chunk_size: int = 100,
-        unit: Literal["chars", "tokens"] = "chars",
+        unit: Literal["chars", "tokens", "model_tokens"] = "chars",
         encoding: str = "cl100k_base",
+        tokenizer_file: Path | None = None,
     ) -> None:
         """Configure a chunker.
 
@@ -170,9 +172,13 @@ class Chunker:
                 ``unit``; also capped at half the earlier chunk.
             min_chunk_size: smallest chunk but the last, in units of ``unit``: a chunk never ends
                 at a sentence or word break that would leave it shorter.
-            unit: ``"chars"`` (Unicode code points) or ``"tokens"``.
+            unit: ``"chars"`` (Unicode code points), ``"tokens"`` (tiktoken tokens of
+                ``encoding``) or ``"model_tokens"`` (the embedding model's own tokens, from
+                ``tokenizer_file``; special tokens such as ``[CLS]``/``[SEP]`` not counted).
             encoding: tiktoken encoding name, for token counts and token sizing. Loaded on first
                 use (``TIKTOKEN_CACHE_DIR`` must hold it on machines without internet).
+            tokenizer_file: a Hugging Face ``tokenizer.json`` (the model's); required for
+                ``"model_tokens"``, read at once.
 
         Raises:
             ValueError: unless ``0 <= chunk_overlap < chunk_size`` and
@@ -188,8 +194,19 @@ class Chunker:
             raise ValueError(
                 f"min_chunk_size must be in [1, chunk_size={chunk_size}], got {min_chunk_size}"
             )
-        if unit not in ("chars", "tokens"):
-            raise ValueError(f"unit must be 'chars' or 'tokens', got {unit!r}")
+        if unit not in ("chars", "tokens", "model_tokens"):
+            raise ValueError(f"unit must be 'chars', 'tokens' or 'model_tokens', got {unit!r}")
+        self._model_tokenizer: Any = None
+        if unit == "model_tokens":
+            if tokenizer_file is None:
+                raise ValueError("unit 'model_tokens' needs the model's tokenizer_file")
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(tokenizer_file))
+            # tokenizer.json may carry the model's own truncation and padding: measure whole texts.
+            tok.no_truncation()
+            tok.no_padding()
+            self._model_tokenizer = tok
         # Checked against the registry now so that a typo fails at start-up, not at the first
         # document; loading the BPE file itself waits for first use.
         if encoding not in tiktoken.list_encoding_names():
@@ -199,19 +216,22 @@ class Chunker:
         self.chunk_size = chunk_size
         self.chunk_overlap = chunk_overlap
         self.min_chunk_size = min_chunk_size
-        self.unit: Literal["chars", "tokens"] = unit
+        self.unit: Literal["chars", "tokens", "model_tokens"] = unit
+        self.tokenizer_file = tokenizer_file
         self.encoding = encoding
         self._enc: tiktoken.Encoding | None = None
 
     @classmethod
-    def from_settings(cls, s: ChunkingSettings) -> Chunker:
-        """Build a chunker from the ``chunking`` settings group."""
+    def from_settings(cls, s: ChunkingSettings, *, tokenizer_file: Path | None = None) -> Chunker:
+        """Build a chunker from the ``chunking`` settings group (``tokenizer_file``: the
+        embedding model's, for ``unit="model_tokens"``)."""
         return cls(
             chunk_size=s.chunk_size,
             chunk_overlap=s.chunk_overlap,
             min_chunk_size=s.min_chunk_size,
             unit=s.unit,
             encoding=s.encoding,
+            tokenizer_file=tokenizer_file,
         )
 
     def __repr__(self) -> str:
@@ -249,7 +269,11 @@ class Chunker:
         first = _NON_SPACE.search(text)
         if first is None:
             return []
-        tokens = self._token_map(text) if self.unit == "tokens" else None
+        tokens = None
+        if self.unit == "tokens":
+            tokens = self._token_map(text)
+        elif self.unit == "model_tokens":
+            tokens = self._model_token_map(text)
         spans = self._spans(text, first.start(), tokens)
         pieces = [text[s:e] for s, e in spans]
         enc = self.tokenizer
@@ -332,6 +356,20 @@ class Chunker:
             return e
         # Token last-keep+1 > first starts after s's first byte, so this is > s.
         return min(tokens.ceil[last - keep + 1], e)
+
+    def _model_token_map(self, text: str) -> _TokenMap:
+        """Encode the whole text once with the model's tokenizer; its offsets are characters.
+
+        Characters the tokenizer drops (spaces, control characters) belong to the token before
+        them, and the first token is taken to start at 0, so every character maps to a token.
+        """
+        offsets = self._model_tokenizer.encode(text, add_special_tokens=False).offsets
+        starts = [start for start, _ in offsets]
+        if starts:
+            starts[0] = 0
+        ceil = [*starts, len(text)]
+        n = len(starts)
+        return _TokenMap(list(range(n)), [0] * n, len(text), ceil)
 
     def _token_map(self, text: str) -> _TokenMap:
         """Encode the whole text once and map each token to character offsets."""

@@ -64,6 +64,9 @@ def check_invariants(chunker: Chunker, text: str, chunks: list[Chunk]) -> None:
     """Assert every documented property of ``chunker.split(text)``."""
     size, overlap, min_size = chunker.chunk_size, chunker.chunk_overlap, chunker.min_chunk_size
     tokens = TokenSpans(text) if chunker.unit == "tokens" else None
+    # In model_tokens mode the unit checks (2, 3's sizes, 5) are the caller's, with the model's
+    # tokenizer; the rest holds for every unit.
+    chars = chunker.unit == "chars"
 
     if not text.strip():
         assert chunks == []
@@ -88,9 +91,9 @@ def check_invariants(chunker: Chunker, text: str, chunks: list[Chunk]) -> None:
     # 2. no chunk exceeds chunk_size units (in tokens: unless it is one character, which is never
     #    split even when it alone spans more tokens than a tiny chunk_size).
     for c in chunks:
-        if tokens is None:
+        if chars:
             assert len(c.text) <= size
-        else:
+        elif tokens is not None:
             assert tokens.span(c.start_char, c.end_char) <= size or len(c.text) == 1
 
     # 3. consecutive chunks overlap by 0..chunk_overlap units and at most half the earlier one, or
@@ -99,18 +102,20 @@ def check_invariants(chunker: Chunker, text: str, chunks: list[Chunk]) -> None:
         assert prev.start_char < nxt.start_char
         assert prev.end_char < nxt.end_char
         assert nxt.start_char <= prev.end_char or not text[prev.end_char : nxt.start_char].strip()
-        if tokens is None:
+        if chars:
             shared = prev.end_char - nxt.start_char
             whole = len(prev.text)
-        else:
+        elif tokens is not None:
             shared = tokens.span(nxt.start_char, prev.end_char)
             whole = tokens.span(prev.start_char, prev.end_char)
+        else:
+            continue
         assert shared <= overlap
         assert shared <= whole // 2
 
     # 5. every chunk but the last has at least min_chunk_size characters, unless a whitespace run
     #    longer than chunk_size - min_chunk_size made that impossible without losing text.
-    if tokens is None and not re.search(rf"\s{{{size - min_size + 1},}}", text):
+    if chars and not re.search(rf"\s{{{size - min_size + 1},}}", text):
         for c in chunks[:-1]:
             assert len(c.text) >= min_size
 
@@ -420,3 +425,71 @@ def test_long_book_chars_mode(corpus: Path) -> None:
         assert 100 <= len(c.text) <= 1000 or c is chunks[-1]
         assert c.text == text[c.start_char : c.end_char]
     assert sum(len(c.text) for c in chunks) / len(chunks) > 800
+
+
+# --------------------------------------------------------------------------------------------------
+# The model's own tokens
+# --------------------------------------------------------------------------------------------------
+
+
+def _model_tokenizer() -> tuple[Path, object]:
+    from tokenizers import Tokenizer
+
+    from app.config import Settings
+    from app.runtime import model_tokenizer_file
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        chunking=ChunkingSettings(
+            unit="model_tokens", chunk_size=254, chunk_overlap=50, min_chunk_size=25
+        ),
+    )
+    path = model_tokenizer_file(settings)
+    assert path is not None
+    tok = Tokenizer.from_file(str(path))
+    tok.no_truncation()
+    tok.no_padding()
+    return path, tok
+
+
+@pytest.mark.parametrize(
+    "rel", ["text/txt/rfc3986.txt", "text/txt/i18n/UDHR_first_article_all.txt"]
+)
+def test_model_tokens_mode_fits_the_model_window(corpus: Path, rel: str) -> None:
+    path, tok = _model_tokenizer()
+    text = normalize((corpus / rel).read_text(encoding="utf-8"))
+    chunker = Chunker(
+        chunk_size=254,
+        chunk_overlap=50,
+        min_chunk_size=25,
+        unit="model_tokens",
+        tokenizer_file=path,
+    )
+    chunks = chunker.split(text)
+    assert len(chunks) > 5
+    check_invariants(chunker, text, chunks)
+    # Encoded on its own with [CLS] and [SEP], every chunk fits all-MiniLM-L6-v2's 256.
+    lengths = [len(tok.encode(c.text).ids) for c in chunks]  # type: ignore[attr-defined]
+    assert max(lengths) <= 256
+    # ... and the windows are used: most chunks are well past half of it.
+    assert sorted(lengths)[len(lengths) // 2] > 160
+    # Consecutive chunks share at most chunk_overlap model tokens (one more where a word piece
+    # straddles the cut: the shared text is encoded on its own here).
+    for prev, nxt in pairwise(chunks):
+        shared = text[nxt.start_char : prev.end_char]
+        assert len(tok.encode(shared, add_special_tokens=False).ids) <= 50 + 1  # type: ignore[attr-defined]
+
+
+def test_model_tokens_mode_is_refused_where_it_cannot_work() -> None:
+    from app.config import EmbeddingSettings, Settings
+    from app.runtime import model_tokenizer_file
+
+    big = ChunkingSettings(unit="model_tokens", chunk_size=300, chunk_overlap=50)
+    with pytest.raises(ValueError, match="at most 254"):
+        model_tokenizer_file(Settings(_env_file=None, chunking=big))  # type: ignore[call-arg]
+    fits = ChunkingSettings(unit="model_tokens", chunk_size=200, chunk_overlap=50)
+    hosted = EmbeddingSettings(provider="openai", model="text-embedding-3-small")
+    with pytest.raises(ValueError, match="unit=tokens"):
+        model_tokenizer_file(Settings(_env_file=None, chunking=fits, embedding=hosted))  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="tokenizer_file"):
+        Chunker(chunk_size=200, chunk_overlap=10, unit="model_tokens")

@@ -152,3 +152,58 @@ def test_same_bytes_twice_is_one_document(rt: Runtime, corpus: Path, tmp_path: P
     assert _add(rt, path) == _add(rt, copy)
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Document)) == 1
+
+
+def _attempt_usage(rt: Runtime, doc_id: uuid.UUID) -> dict[str, int]:
+    with rt.sessions() as s:
+        attempt = s.scalars(
+            select(VectorizationAttempt)
+            .where(VectorizationAttempt.document_id == doc_id)
+            .order_by(VectorizationAttempt.started_at.desc())
+        ).first()
+        assert attempt is not None and attempt.usage is not None
+        return dict(attempt.usage)
+
+
+def test_chunks_longer_than_the_model_window_are_reported(rt: Runtime, corpus: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from app.config import Settings
+    from app.runtime import model_tokenizer_file
+
+    tuned = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        chunking=ChunkingSettings(
+            unit="model_tokens", chunk_size=254, chunk_overlap=50, min_chunk_size=25
+        ),
+    )
+    path = model_tokenizer_file(tuned)
+    assert path is not None
+    tok = Tokenizer.from_file(str(path))
+    tok.no_truncation()
+    tok.no_padding()
+
+    # Chunks of 3,000 characters are far past all-MiniLM-L6-v2's 256 word pieces: each one the
+    # model cuts is counted on the attempt, as many as an independent count finds.
+    rt.chunker = Chunker.from_settings(
+        ChunkingSettings(chunk_size=3000, chunk_overlap=100, min_chunk_size=100)
+    )
+    doc_id = _add(rt, corpus / "text/txt/rfc3986.txt")
+    assert process_document(rt, doc_id).outcome == "succeeded"
+    with rt.sessions() as s:
+        texts = s.scalars(
+            select(DocumentChunk.content).where(DocumentChunk.document_id == doc_id)
+        ).all()
+    over = sum(1 for t in texts if len(tok.encode(t.strip()).ids) > 256)
+    assert over > 0
+    usage = _attempt_usage(rt, doc_id)
+    assert usage["truncated"] == over and usage["inputs"] == len(texts)
+
+    # Sized in the model's own tokens, nothing is cut.
+    rt.chunker = Chunker.from_settings(tuned.chunking, tokenizer_file=path)
+    with rt.sessions() as s:
+        services.request_revectorize(s, document=services.get_document(s, doc_id))
+        s.commit()
+    assert process_document(rt, doc_id).outcome == "succeeded"
+    usage = _attempt_usage(rt, doc_id)
+    assert usage["truncated"] == 0 and usage["inputs"] > len(texts)
