@@ -11,6 +11,7 @@ from bisect import bisect_left, bisect_right
 from functools import cache
 from itertools import accumulate, pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tiktoken
@@ -432,31 +433,13 @@ def test_long_book_chars_mode(corpus: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _model_tokenizer() -> tuple[Path, object]:
-    from tokenizers import Tokenizer
-
-    from app.config import Settings
-    from app.runtime import model_tokenizer_file
-
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        chunking=ChunkingSettings(
-            unit="model_tokens", chunk_size=254, chunk_overlap=50, min_chunk_size=25
-        ),
-    )
-    path = model_tokenizer_file(settings)
-    assert path is not None
-    tok = Tokenizer.from_file(str(path))
-    tok.no_truncation()
-    tok.no_padding()
-    return path, tok
-
-
 @pytest.mark.parametrize(
     "rel", ["text/txt/rfc3986.txt", "text/txt/i18n/UDHR_first_article_all.txt"]
 )
-def test_model_tokens_mode_fits_the_model_window(corpus: Path, rel: str) -> None:
-    path, tok = _model_tokenizer()
+def test_model_tokens_mode_fits_the_model_window(
+    corpus: Path, rel: str, model_tokens: tuple[Path, Any]
+) -> None:
+    path, tok = model_tokens
     text = normalize((corpus / rel).read_text(encoding="utf-8"))
     chunker = Chunker(
         chunk_size=254,

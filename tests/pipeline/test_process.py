@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -165,23 +166,13 @@ def _attempt_usage(rt: Runtime, doc_id: uuid.UUID) -> dict[str, int]:
         return dict(attempt.usage)
 
 
-def test_chunks_longer_than_the_model_window_are_reported(rt: Runtime, corpus: Path) -> None:
-    from tokenizers import Tokenizer
-
-    from app.config import Settings
-    from app.runtime import model_tokenizer_file
-
-    tuned = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        chunking=ChunkingSettings(
-            unit="model_tokens", chunk_size=254, chunk_overlap=50, min_chunk_size=25
-        ),
+def test_chunks_longer_than_the_model_window_are_reported(
+    rt: Runtime, corpus: Path, model_tokens: tuple[Path, Any]
+) -> None:
+    path, tok = model_tokens
+    tuned = ChunkingSettings(
+        unit="model_tokens", chunk_size=254, chunk_overlap=50, min_chunk_size=25
     )
-    path = model_tokenizer_file(tuned)
-    assert path is not None
-    tok = Tokenizer.from_file(str(path))
-    tok.no_truncation()
-    tok.no_padding()
 
     # Chunks of 3,000 characters are far past all-MiniLM-L6-v2's 256 word pieces: each one the
     # model cuts is counted on the attempt, as many as an independent count finds.
@@ -200,7 +191,7 @@ def test_chunks_longer_than_the_model_window_are_reported(rt: Runtime, corpus: P
     assert usage["truncated"] == over and usage["inputs"] == len(texts)
 
     # Sized in the model's own tokens, nothing is cut.
-    rt.chunker = Chunker.from_settings(tuned.chunking, tokenizer_file=path)
+    rt.chunker = Chunker.from_settings(tuned, tokenizer_file=path)
     with rt.sessions() as s:
         services.request_revectorize(s, document=services.get_document(s, doc_id))
         s.commit()
