@@ -68,20 +68,25 @@ class EmbeddingUsage:
     #: Positions (in the call's input list) of the inputs counted in ``truncated``.
     truncated_inputs: list[int] = field(default_factory=list)
 
-    def portion(self, start: int, end: int) -> EmbeddingUsage:
-        """The share of a call shared by several documents that falls on inputs ``[start, end)``.
+    def portion(self, start: int, end: int, total: int) -> EmbeddingUsage:
+        """The share of a call over ``total`` inputs, shared by several documents, that falls on
+        inputs ``[start, end)``.
 
-        ``inputs`` and ``truncated`` are exact; ``requests``, ``retries`` and ``tokens`` belong
-        to batches that may span documents, so they are split in proportion to the inputs
-        (rounded), which keeps each document's figures close to what it cost.
+        ``truncated`` is exact, and so is ``inputs`` when the call succeeded (every input then
+        counts); ``requests``, ``retries`` and ``tokens`` belong to batches that may span
+        documents, so they are split in proportion to the inputs, rounded so that the shares of
+        consecutive ranges add up to the call's figures.
         """
-        share = (end - start) / self.inputs if self.inputs else 0.0
+
+        def share(value: int) -> int:
+            return value * end // total - value * start // total if total else 0
+
         own = [i - start for i in self.truncated_inputs if start <= i < end]
         return EmbeddingUsage(
-            inputs=end - start,
-            requests=round(self.requests * share),
-            retries=round(self.retries * share),
-            tokens=None if self.tokens is None else round(self.tokens * share),
+            inputs=share(self.inputs),
+            requests=share(self.requests),
+            retries=share(self.retries),
+            tokens=None if self.tokens is None else share(self.tokens),
             truncated=len(own),
             truncated_inputs=own,
         )

@@ -228,7 +228,7 @@ def complete_documents(
         return []
     stage = "upsert"
     provider = rt.provider
-    vectors: list[list[float]] = []
+    usage = EmbeddingUsage()
     try:
         # Refuse a vector-size mismatch before paying for embeddings (DimensionMismatch is
         # permanent and names both sizes).
@@ -236,23 +236,12 @@ def complete_documents(
 
         stage = "embed"
         t = time.perf_counter()
-        usage = EmbeddingUsage()
         vectors = provider.embed_documents(
             [c.text for d in docs for c in d.chunks], usage=usage, on_batch=on_chunks
         )
-        embed_ms = _ms(t)
-        if len(docs) == 1:
-            docs[0].timings["embed"] = embed_ms
-            docs[0].usage = usage
-        else:
-            # Shared batches: each document is charged its share of the call, by chunk count.
-            total, start = len(vectors), 0
-            for d in docs:
-                end = start + len(d.chunks)
-                d.timings["embed"] = round(embed_ms * len(d.chunks) / total, 2)
-                d.usage = usage.portion(start, end)
-                start = end
     except Exception as exc:
+        # The failed call's requests and retries are recorded on the attempts too.
+        _charge(docs, usage, None)
         results = []
         for d in docs:
             err = _classified(rt, exc, stage, d.document_id)
@@ -272,6 +261,7 @@ def complete_documents(
                 )
             )
         return results
+    _charge(docs, usage, _ms(t))
 
     results = []
     start = 0
@@ -280,6 +270,26 @@ def complete_documents(
         start += len(d.chunks)
         results.append(_observed(rt, _write(rt, d, own)))
     return results
+
+
+def _charge(
+    docs: Sequence[PreparedDocument], usage: EmbeddingUsage, embed_ms: float | None
+) -> None:
+    """Give each document its share of one embed call: usage (and time, if it succeeded)."""
+    if len(docs) == 1:
+        docs[0].usage = usage
+        if embed_ms is not None:
+            docs[0].timings["embed"] = embed_ms
+        return
+    # Shared batches: each document is charged its share of the call, by chunk count.
+    total = sum(len(d.chunks) for d in docs)
+    start = 0
+    for d in docs:
+        end = start + len(d.chunks)
+        d.usage = usage.portion(start, end, total)
+        if embed_ms is not None:
+            d.timings["embed"] = round(embed_ms * len(d.chunks) / total, 2)
+        start = end
 
 
 def _write(rt: Runtime, d: PreparedDocument, vectors: list[list[float]]) -> ProcessResult:

@@ -167,3 +167,46 @@ def test_stopping_early_leaves_no_half_written_document(rt: Runtime, tmp_path: P
     assert rest, "the consumer stopped after one result; others must remain"
     again = list(process_many(rt, rest))
     assert {r.outcome for r in again} == {"succeeded"}
+
+
+def test_a_failed_shared_call_is_recorded_on_every_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.config import EmbeddingSettings, Settings
+    from app.db import migrate
+    from tests.embeddings.fakes import FakeOpenAI, openai_error
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-shared-call")
+    with FakeOpenAI() as fake:
+        # Two tries (max_attempts=2), both 500: the call fails after one retry.
+        fake.push(openai_error(500, "server error"), openai_error(500, "server error"))
+        embedding = EmbeddingSettings(
+            provider="openai", base_url=fake.url + "/v1", dimensions=16, max_attempts=2
+        )
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, data_dir=tmp_path / "data", embedding=embedding
+        )
+        migrate.upgrade(settings.sqlalchemy_url)
+        rt = Runtime(settings)
+        try:
+            ids = [_add(rt, p) for p in _small_files(tmp_path)[:2]]
+            prepared = [prepare_document(rt, d) for d in ids]
+            docs = [p for p in prepared if isinstance(p, PreparedDocument)]
+            results = complete_documents(rt, docs)
+        finally:
+            rt.close()
+        assert len(fake.embed_requests) == 2
+    assert [r.outcome for r in results] == ["failed", "failed"]
+    assert {r.stage for r in results} == {"embed"}
+    with rt.sessions() as s:
+        usages = [
+            s.scalars(
+                select(VectorizationAttempt.usage).where(VectorizationAttempt.document_id == d)
+            ).one()
+            for d in ids
+        ]
+    # Each attempt carries its share of the failed call (two requests, one of them a retry),
+    # and the shares add up to the call.
+    assert [(u or {}).get("requests") for u in usages] == [1, 1]
+    assert sum((u or {}).get("retries") or 0 for u in usages) == 1
+    assert [(u or {}).get("inputs") for u in usages] == [0, 0]
