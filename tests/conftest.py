@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,21 @@ PG_ADMIN_URL = os.environ.get(
 REDIS_URL = os.environ.get("DOCVEC_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
 pytest_plugins = ["tests.plugins.pgvector_server", "tests.plugins.service"]
+
+
+@pytest.fixture
+def rt(tmp_path: Path, local_provider) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """A Runtime on the embedded defaults (SQLite and Qdrant Edge under ``tmp_path/data``,
+    migrated) with the session's local model."""
+    from app.config import Settings
+    from app.db import migrate
+    from app.runtime import Runtime
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
+    migrate.upgrade(settings.sqlalchemy_url)
+    runtime = Runtime(settings, provider=local_provider)
+    yield runtime
+    runtime.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,15 +11,13 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from app import eval as evaluation
 from app import services
-from app.config import Settings
-from app.db import migrate
 from app.runtime import Runtime
 from app.vectorstore import SEARCH_MODES
 from tests.search import beir_small
@@ -30,15 +28,6 @@ def dataset(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("beir-small")
     beir_small.build(corpus, folder)
     return folder
-
-
-@pytest.fixture
-def rt(tmp_path: Path, local_provider) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
-    migrate.upgrade(settings.sqlalchemy_url)
-    runtime = Runtime(settings, provider=local_provider)
-    yield runtime
-    runtime.close()
 
 
 def _by_hand(

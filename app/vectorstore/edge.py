@@ -24,8 +24,8 @@ Three properties of the engine shape this class:
   survive a killed process (it is replayed at the next open).
 - **Searchable at once, indexed on demand.** Written points are searchable immediately, by an
   exact scan of the unindexed segment. The HNSW index is built only by :meth:`EdgeStore.optimize`,
-  which blocks and holds the GIL for its whole run (measured: ~80 s at 100k 384-dim points on
-  2 cores), so it is called after an ingest (the CLI does), never inside a request.
+  which blocks and holds the GIL for its whole run (bench/search.py on 2 cores: 80-150 s at 100k
+  384-dim points), so it is called after an ingest (the CLI does), never inside a request.
 - **Plain exceptions.** The engine raises ``Exception`` with a message; a wrong vector size
   ("Vector dimension error: expected dim: N, got M", Qdrant's wording) becomes
   :class:`~app.errors.DimensionMismatch`, a held WAL becomes ``VectorStoreLocked``, anything else
@@ -55,6 +55,13 @@ from app.vectorstore.base import (
     dimension_mismatch,
     ranked,
 )
+from app.vectorstore.payload import (
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    LEXICAL_VECTOR,
+    hit_from,
+    point_payload,
+)
 
 #: Points per update operation. The engine has no request limit; 256 bounds the Python objects
 #: built per call. Measured on 10k 384-dim points (2 cores): 256, 1024 and 2000 per operation
@@ -62,8 +69,6 @@ from app.vectorstore.base import (
 UPSERT_BATCH = 256
 #: Ids per scroll page, and document ids per ``MatchAny`` filter in :meth:`EdgeStore.point_ids`.
 SCROLL_PAGE = 1000
-#: Name of the sparse vector holding a point's BM25 term weights (as in ``QdrantStore``).
-LEXICAL_VECTOR = "bm25"
 #: The file ``EdgeShard.create`` writes into a shard's folder with the shard's vector config;
 #: its presence marks a folder that holds a shard.
 CONFIG_FILE = "edge_config.json"
@@ -80,9 +85,6 @@ _LOCKED = re.compile(r"failed to open WAL|WouldBlock")
 _EXISTS_MARKER = "already contains segment data"
 #: A collection name is a folder name here: no separators, no dot-only names.
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
-
-_KEYWORD_INDEXES = ("project_id", "document_id")
-_INTEGER_INDEXES = ("chunk_index",)
 
 
 class EdgeStore(VectorStore):
@@ -160,12 +162,12 @@ class EdgeStore(VectorStore):
             raise dimension_mismatch(self.collection, existing, dimension)
         indexed = set(shard.info().payload_schema)
         with self._call("create the payload indexes"):
-            for field in _KEYWORD_INDEXES:
+            for field in KEYWORD_INDEXES:
                 if field not in indexed:
                     shard.update(
                         qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
                     )
-            for field in _INTEGER_INDEXES:
+            for field in INTEGER_INDEXES:
                 if field not in indexed:
                     shard.update(
                         qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer)
@@ -296,17 +298,13 @@ class EdgeStore(VectorStore):
         if shard is None:
             return
         with self._call("delete a project's points"):
-            shard.update(
-                qe.UpdateOperation.delete_points_by_filter(
-                    qe.Filter(must=[_match("project_id", project_id)])
-                )
-            )
+            shard.update(qe.UpdateOperation.delete_points_by_filter(_project(project_id)))
 
     def optimize(self) -> None:
         """Build the HNSW index of the segments that reached the indexing threshold, merge
         small segments and drop deleted points; blocks until the engine has nothing left to do.
 
-        Holds the GIL for its whole run (every other thread of the process waits): ~80 s for
+        Holds the GIL for its whole run (every other thread of the process waits): 80-150 s for
         100k 384-dim points on 2 cores, measured with bench/search.py. Call it after an ingest,
         never while serving requests. Points and search results stay the same; filtered
         searches over more than the full-scan threshold get faster (at 100k points, from a scan
@@ -519,16 +517,7 @@ def _point(point: Point) -> qe.Point:
         "": list(point.vector),
         LEXICAL_VECTOR: qe.SparseVector(indices=indices, values=values),
     }
-    return qe.Point(id=str(point.id), vector=vectors, payload=_payload(point))
-
-
-def _payload(point: Point) -> dict[str, object]:
-    return {
-        "project_id": str(point.project_id),
-        "document_id": str(point.document_id),
-        "chunk_index": int(point.chunk_index),
-        "file_name": point.file_name,
-    }
+    return qe.Point(id=str(point.id), vector=vectors, payload=point_payload(point))
 
 
 def _project(project_id: uuid.UUID) -> qe.Filter:
@@ -571,16 +560,7 @@ def _match(key: str, value: uuid.UUID) -> qe.FieldCondition:
 
 
 def _hit(point: qe.ScoredPoint) -> Hit:
-    payload = dict(point.payload or {})
-    return Hit(
-        id=uuid.UUID(str(point.id)),
-        score=float(point.score),
-        document_id=uuid.UUID(str(payload.pop("document_id"))),
-        chunk_index=int(payload.pop("chunk_index")),
-        file_name=str(payload.pop("file_name")),
-        project_id=uuid.UUID(str(payload.pop("project_id"))),
-        extra=payload,
-    )
+    return hit_from(point.id, point.score, point.payload)
 
 
 __all__ = ["EdgeStore"]

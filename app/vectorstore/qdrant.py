@@ -47,6 +47,13 @@ from app.vectorstore.base import (
     dimension_mismatch,
     ranked,
 )
+from app.vectorstore.payload import (
+    INTEGER_INDEXES,
+    KEYWORD_INDEXES,
+    LEXICAL_VECTOR,
+    hit_from,
+    point_payload,
+)
 
 #: Points per upsert request. Qdrant's default request limit is 32 MiB; 256 points of 3072
 #: float dims as JSON stay far below it, and the batch is large enough to amortise round trips.
@@ -64,12 +71,6 @@ _TRANSIENT_GRPC = {
 }
 #: Qdrant's own wording of a wrong vector size, both from the server (HTTP 400) and local mode.
 _DIM_ERROR = re.compile(r"Vector dimension error: expected dim: (\d+), got (\d+)")
-
-#: Name of the sparse vector holding a point's BM25 term weights.
-LEXICAL_VECTOR = "bm25"
-
-_KEYWORD_INDEXES = ("project_id", "document_id")
-_INTEGER_INDEXES = ("chunk_index",)
 
 
 class QdrantStore(VectorStore):
@@ -172,11 +173,11 @@ class QdrantStore(VectorStore):
                     "DOCVEC_COLLECTION to another name and re-vectorize the projects"
                 )
             if not self.local:
-                for field in _KEYWORD_INDEXES:
+                for field in KEYWORD_INDEXES:
                     self._client.create_payload_index(
                         self.collection, field, field_schema=qm.PayloadSchemaType.KEYWORD
                     )
-                for field in _INTEGER_INDEXES:
+                for field in INTEGER_INDEXES:
                     self._client.create_payload_index(
                         self.collection, field, field_schema=qm.PayloadSchemaType.INTEGER
                     )
@@ -239,7 +240,7 @@ class QdrantStore(VectorStore):
                 self._client.upsert(
                     self.collection,
                     points=[
-                        qm.PointStruct(id=str(p.id), vector=_vectors(p), payload=_payload(p))
+                        qm.PointStruct(id=str(p.id), vector=_vectors(p), payload=point_payload(p))
                         for p in batch
                     ],
                     wait=True,
@@ -560,30 +561,12 @@ def _lexical_request(project_id: uuid.UUID, text: str, limit: int) -> dict[str, 
     }
 
 
-def _payload(point: Point) -> dict[str, object]:
-    return {
-        "project_id": str(point.project_id),
-        "document_id": str(point.document_id),
-        "chunk_index": int(point.chunk_index),
-        "file_name": point.file_name,
-    }
-
-
 def _match(key: str, value: uuid.UUID) -> qm.FieldCondition:
     return qm.FieldCondition(key=key, match=qm.MatchValue(value=str(value)))
 
 
 def _hit(point: qm.ScoredPoint) -> Hit:
-    payload = dict(point.payload or {})
-    return Hit(
-        id=uuid.UUID(str(point.id)),
-        score=float(point.score),
-        document_id=uuid.UUID(str(payload.pop("document_id"))),
-        chunk_index=int(payload.pop("chunk_index")),
-        file_name=str(payload.pop("file_name")),
-        project_id=uuid.UUID(str(payload.pop("project_id"))),
-        extra=payload,
-    )
+    return hit_from(point.id, point.score, point.payload)
 
 
 def _describe(exc: BaseException) -> str:

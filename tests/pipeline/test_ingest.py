@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app import services
 from app.db.models import Document, DocumentChunk, VectorizationAttempt
 from app.pipeline.ingest import process_many
 from app.pipeline.process import PreparedDocument, complete_documents, prepare_document
 from app.runtime import Runtime
+from tests.pipeline.helpers import add_file
 
 SENTENCES = [
     "Raft elects a leader by randomized timeouts and replicates a log to its followers.",
@@ -31,16 +31,6 @@ SENTENCES = [
     "Mitochondria produce most of a cell's supply of adenosine triphosphate.",
     "Haiku are short poems of three lines with five, seven and five syllables.",
 ]
-
-
-def _add(rt: Runtime, path: Path) -> uuid.UUID:
-    with rt.sessions() as s:
-        proj = services.get_or_create_project(s, name="p")
-        r = services.add_document(
-            s, project=proj, storage=rt.storage, file_name=path.name, path=path
-        )
-        s.commit()
-        return r.document.id
 
 
 def _small_files(tmp_path: Path) -> list[Path]:
@@ -72,7 +62,7 @@ def _stored_vector(rt: Runtime, doc_id: uuid.UUID, text: str) -> list[float]:
 def test_small_documents_share_one_call_and_keep_their_own_vectors(
     rt: Runtime, tmp_path: Path
 ) -> None:
-    ids = [_add(rt, p) for p in _small_files(tmp_path)]
+    ids = [add_file(rt, p) for p in _small_files(tmp_path)]
     prepared = [prepare_document(rt, d) for d in ids]
     assert all(isinstance(p, PreparedDocument) for p in prepared)
     batches: list[int] = []
@@ -110,7 +100,7 @@ def test_process_many_in_order_with_a_bad_document_in_the_middle(
         corpus / "pdf/text/crazyones-pdfa.pdf",
         *small[3:],
     ]
-    ids = [_add(rt, p) for p in files]
+    ids = [add_file(rt, p) for p in files]
     seen: list[int] = []
     results = list(process_many(rt, [(d, None) for d in ids], on_chunks=seen.append))
 
@@ -146,7 +136,7 @@ def test_stopping_early_leaves_no_half_written_document(rt: Runtime, tmp_path: P
         p = tmp_path / f"n{i}.txt"
         p.write_text(f"Note {i}. {SENTENCES[i % len(SENTENCES)]}\n")
         paths.append(p)
-    ids = [_add(rt, p) for p in paths]
+    ids = [add_file(rt, p) for p in paths]
     results = process_many(rt, [(d, None) for d in ids], lookahead_batches=1)
     first = next(results)
     results.close()  # the consumer stops: the preparer finishes its document and exits
@@ -189,7 +179,7 @@ def test_a_failed_shared_call_is_recorded_on_every_attempt(
         migrate.upgrade(settings.sqlalchemy_url)
         rt = Runtime(settings)
         try:
-            ids = [_add(rt, p) for p in _small_files(tmp_path)[:2]]
+            ids = [add_file(rt, p) for p in _small_files(tmp_path)[:2]]
             prepared = [prepare_document(rt, d) for d in ids]
             docs = [p for p in prepared if isinstance(p, PreparedDocument)]
             results = complete_documents(rt, docs)

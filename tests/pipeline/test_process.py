@@ -21,16 +21,7 @@ from app.pipeline.chunk import Chunker
 from app.pipeline.process import process_document
 from app.runtime import Runtime
 from app.vectorstore import point_id
-
-
-def _add(rt: Runtime, path: Path, project: str = "p") -> uuid.UUID:
-    with rt.sessions() as s:
-        proj = services.get_or_create_project(s, name=project)
-        r = services.add_document(
-            s, project=proj, storage=rt.storage, file_name=path.name, path=path
-        )
-        s.commit()
-        return r.document.id
+from tests.pipeline.helpers import add_file
 
 
 def _chunk_ids(rt: Runtime, doc_id: uuid.UUID) -> set[uuid.UUID]:
@@ -39,7 +30,7 @@ def _chunk_ids(rt: Runtime, doc_id: uuid.UUID) -> set[uuid.UUID]:
 
 
 def test_pdf_vectorizes_with_pages_and_consistent_points(rt: Runtime, corpus: Path) -> None:
-    doc_id = _add(rt, corpus / "pdf/text/pdflatex-4-pages.pdf")
+    doc_id = add_file(rt, corpus / "pdf/text/pdflatex-4-pages.pdf")
     result = process_document(rt, doc_id)
     assert result.outcome == "succeeded", result.error
     with rt.sessions() as s:
@@ -68,7 +59,7 @@ def test_pdf_vectorizes_with_pages_and_consistent_points(rt: Runtime, corpus: Pa
 
 
 def test_revectorize_twice_same_points_no_duplicates(rt: Runtime, corpus: Path) -> None:
-    doc_id = _add(rt, corpus / "text/md/en/fastapi__features.md")
+    doc_id = add_file(rt, corpus / "text/md/en/fastapi__features.md")
     assert process_document(rt, doc_id).outcome == "succeeded"
     first_ids = rt.vector_store.point_ids(document_ids=[doc_id])
     total = rt.vector_store.count()
@@ -83,7 +74,7 @@ def test_revectorize_twice_same_points_no_duplicates(rt: Runtime, corpus: Path) 
 
 
 def test_shorter_revectorize_deletes_stale_points(rt: Runtime, corpus: Path) -> None:
-    doc_id = _add(rt, corpus / "text/md/en/fastapi__features.md")
+    doc_id = add_file(rt, corpus / "text/md/en/fastapi__features.md")
     assert process_document(rt, doc_id).outcome == "succeeded"
     before = rt.vector_store.count(document_id=doc_id)
     # Bigger chunks → fewer of them: the tail's points must go.
@@ -98,7 +89,7 @@ def test_shorter_revectorize_deletes_stale_points(rt: Runtime, corpus: Path) -> 
 
 
 def test_superseded_run_writes_nothing(rt: Runtime, corpus: Path) -> None:
-    doc_id = _add(rt, corpus / "text/md/en/fastapi__features.md")
+    doc_id = add_file(rt, corpus / "text/md/en/fastapi__features.md")
     with rt.sessions() as s:
         new_gen = services.request_revectorize(s, document=services.get_document(s, doc_id))
         s.commit()
@@ -123,8 +114,8 @@ def test_superseded_run_writes_nothing(rt: Runtime, corpus: Path) -> None:
 def test_bad_documents_fail_with_reason_and_others_carry_on(
     rt: Runtime, corpus: Path, rel: str, stage: str, needle: str
 ) -> None:
-    bad = _add(rt, corpus / rel)
-    good = _add(rt, corpus / "pdf/text/crazyones-pdfa.pdf")
+    bad = add_file(rt, corpus / rel)
+    good = add_file(rt, corpus / "pdf/text/crazyones-pdfa.pdf")
     result = process_document(rt, bad)
     assert result.outcome == "failed"
     with rt.sessions() as s:
@@ -139,7 +130,7 @@ def test_bad_documents_fail_with_reason_and_others_carry_on(
 def test_missing_stored_file_fails_permanently(rt: Runtime, corpus: Path, tmp_path: Path) -> None:
     src = tmp_path / "note.txt"
     src.write_text("A short note about vector databases and chunking. " * 5)
-    doc_id = _add(rt, src)
+    doc_id = add_file(rt, src)
     shutil.rmtree(rt.settings.files_dir)
     result = process_document(rt, doc_id)
     assert result.outcome == "failed" and result.stage == "read"
@@ -150,7 +141,7 @@ def test_same_bytes_twice_is_one_document(rt: Runtime, corpus: Path, tmp_path: P
     path = corpus / "text/txt/rfc3986.txt"
     copy = tmp_path / "renamed.txt"
     copy.write_bytes(path.read_bytes())
-    assert _add(rt, path) == _add(rt, copy)
+    assert add_file(rt, path) == add_file(rt, copy)
     with rt.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Document)) == 1
 
@@ -179,7 +170,7 @@ def test_chunks_longer_than_the_model_window_are_reported(
     rt.chunker = Chunker.from_settings(
         ChunkingSettings(chunk_size=3000, chunk_overlap=100, min_chunk_size=100)
     )
-    doc_id = _add(rt, corpus / "text/txt/rfc3986.txt")
+    doc_id = add_file(rt, corpus / "text/txt/rfc3986.txt")
     assert process_document(rt, doc_id).outcome == "succeeded"
     with rt.sessions() as s:
         texts = s.scalars(

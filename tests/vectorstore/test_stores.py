@@ -7,6 +7,7 @@ and a congruence test runs the same random workload on all three and compares th
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import math
@@ -657,10 +658,12 @@ time.sleep(120)
 """
 
 
-def test_second_process_on_a_local_folder_gets_a_clear_error(tmp_path: Path) -> None:
-    folder = tmp_path / "qdrant"
+@contextlib.contextmanager
+def _holder(script: str, *args: str) -> Iterator[None]:
+    """Another process running ``script`` until it prints "ready"; SIGKILLed on exit (no close,
+    no flush), so what it held is released only by its death."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_FOLDER, str(folder)],
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -670,7 +673,18 @@ def test_second_process_on_a_local_folder_gets_a_clear_error(tmp_path: Path) -> 
         assert holder.stdout is not None
         line = holder.stdout.readline()
         assert line.strip() == "ready", holder.stderr.read() if holder.stderr else line
+        yield
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        for pipe in (holder.stdout, holder.stderr):
+            if pipe is not None:
+                pipe.close()
 
+
+def test_second_process_on_a_local_folder_gets_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "qdrant"
+    with _holder(_HOLD_FOLDER, str(folder)):
         with pytest.raises(VectorStoreLocked) as caught:
             QdrantStore(collection="held", path=folder)
         message = str(caught.value)
@@ -678,12 +692,6 @@ def test_second_process_on_a_local_folder_gets_a_clear_error(tmp_path: Path) -> 
         assert "DOCVEC_QDRANT_URL" in message and "DOCVEC_VECTOR_STORE=pgvector" in message
         # No lock traceback chained to it.
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-        for pipe in (holder.stdout, holder.stderr):
-            if pipe is not None:
-                pipe.close()
 
     # The lock died with its process.
     store = QdrantStore(collection="held", path=folder)
@@ -745,27 +753,10 @@ def _assert_clear_lock_message(error: VectorStoreLocked, folder: Path) -> None:
 
 def test_edge_second_process_is_refused_until_the_holder_dies(tmp_path: Path) -> None:
     folder, doc = tmp_path / "edge", uuid.uuid4()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_EDGE, str(folder), str(doc)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline()
-        assert line.strip() == "ready", holder.stderr.read() if holder.stderr else line
-
+    with _holder(_HOLD_EDGE, str(folder), str(doc)):
         with pytest.raises(VectorStoreLocked) as caught:
             EdgeStore(collection="held", path=folder)
         _assert_clear_lock_message(caught.value, folder / "held")
-    finally:
-        holder.kill()  # SIGKILL: no close, no flush
-        holder.wait(timeout=30)
-        for pipe in (holder.stdout, holder.stderr):
-            if pipe is not None:
-                pipe.close()
 
     # The lock died with its process, and the acknowledged upsert survived it (the WAL).
     store = EdgeStore(collection="held", path=folder)

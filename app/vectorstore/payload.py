@@ -1,0 +1,48 @@
+"""What a point holds in Qdrant, shared by both Qdrant engines (a server or local mode through
+qdrant-client, and Qdrant Edge): the same names and payload, so a collection means the same in
+each and their results read alike.
+
+A point is the chunk's dense vector (unnamed) and its BM25 weights (the sparse vector
+:data:`LEXICAL_VECTOR`), with the payload of :func:`point_payload`; the ids in it are indexed as
+keywords and ``chunk_index`` as an integer, so filtered searches and deletes read the indexes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from app.vectorstore.base import Hit, Point
+
+#: Name of the sparse vector holding a point's BM25 term weights.
+LEXICAL_VECTOR = "bm25"
+#: Payload fields indexed as keywords (every query filters on ``project_id``).
+KEYWORD_INDEXES = ("project_id", "document_id")
+#: Payload fields indexed as integers (``delete_document(from_chunk_index=...)`` ranges on it).
+INTEGER_INDEXES = ("chunk_index",)
+
+
+def point_payload(point: Point) -> dict[str, object]:
+    """The payload stored with ``point``: its project, document, chunk index and file name."""
+    return {
+        "project_id": str(point.project_id),
+        "document_id": str(point.document_id),
+        "chunk_index": int(point.chunk_index),
+        "file_name": point.file_name,
+    }
+
+
+def hit_from(point_id: Any, score: float, payload: Mapping[str, Any] | None) -> Hit:
+    """A search hit from a scored point's id, score and :func:`point_payload`; any other payload
+    field goes to ``Hit.extra``."""
+    rest = dict(payload or {})
+    return Hit(
+        id=uuid.UUID(str(point_id)),
+        score=float(score),
+        document_id=uuid.UUID(str(rest.pop("document_id"))),
+        chunk_index=int(rest.pop("chunk_index")),
+        file_name=str(rest.pop("file_name")),
+        project_id=uuid.UUID(str(rest.pop("project_id"))),
+        extra=rest,
+    )
