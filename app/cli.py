@@ -513,7 +513,7 @@ def revectorize(
 
 
 def _enqueue_all(settings: Settings, jobs: list[tuple[uuid.UUID, int]]) -> None:
-    from app.queue import JobQueue
+    from app.jobqueue import JobQueue
 
     queue = JobQueue(settings)
     try:
@@ -634,7 +634,7 @@ def eval_(
     (reused when run again with the same data and settings); every query of the split runs
     through the same search as `docvec search`.
     """
-    from app import eval as evaluation
+    from app import evaluation
 
     if mode != "all" and mode not in SEARCH_MODES:
         raise _fail(f"--mode must be all or one of {', '.join(SEARCH_MODES)}")
@@ -673,7 +673,7 @@ def eval_(
 
 
 def _print_eval_report(report: Any) -> None:
-    from app import eval as evaluation
+    from app import evaluation
 
     ing = report.ingest
     t = Table(

@@ -31,7 +31,7 @@ from app import services  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.db import migrate  # noqa: E402
 from app.db.models import Document  # noqa: E402
-from app.queue import JobQueue  # noqa: E402
+from app.jobqueue import JobQueue  # noqa: E402
 from app.runtime import Runtime  # noqa: E402
 from tests.embeddings.fakes import FakeOpenAI  # noqa: E402
 from tests.ops.harness import start_worker, war_and_peace_docs  # noqa: E402

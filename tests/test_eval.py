@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app import eval as evaluation
+from app import evaluation
 from app import services
 from app.runtime import Runtime
 from app.vectorstore import SEARCH_MODES

@@ -19,7 +19,7 @@ from app.db.models import AttemptOutcome
 from app.db.session import session_scope
 from app.errors import TransientError
 from app.pipeline.process import process_document
-from app.queue import GUARD_TTL_S, JobQueue, clear_guard, guard_key
+from app.jobqueue import GUARD_TTL_S, JobQueue, clear_guard, guard_key
 from app.runtime import Runtime
 from workers.celery_app import PROCESS_DOCUMENT, SWEEP, celery_app
 

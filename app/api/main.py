@@ -13,7 +13,7 @@ from app.api.limits import BodySizeLimit
 from app.api.routes import documents, health, metrics, projects, status
 from app.config import Settings, get_settings
 from app.db import migrate
-from app.queue import JobQueue
+from app.jobqueue import JobQueue
 from app.runtime import Runtime
 from app.services import Enqueue
 

@@ -18,7 +18,7 @@ from app.config import Settings
 from app.db import migrate
 from app.db.models import Document, VectorizationAttempt, utcnow
 from app.pipeline.process import process_document
-from app.queue import JobQueue
+from app.jobqueue import JobQueue
 from app.runtime import Runtime
 from app.vectorstore import Point, VectorStore
 from app.vectorstore.edge import EdgeStore
@@ -146,7 +146,7 @@ def test_queue_guard_on_real_redis(tmp_path: Path, redis_url: str) -> None:
         broker_url=redis_url,  # type: ignore[call-arg]
         queue=f"q_{uuid.uuid4().hex[:6]}",
     )
-    from app.queue import clear_guard
+    from app.jobqueue import clear_guard
 
     q = JobQueue(settings)
     doc = uuid.uuid4()
