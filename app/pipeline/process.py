@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from sqlalchemy import delete, insert
 from sqlalchemy.exc import OperationalError
@@ -55,16 +56,24 @@ log = logging.getLogger(__name__)
 MAX_ERROR_CHARS = 2000
 
 
+class RunOutcome(StrEnum):
+    """How one run ended, as its caller sees it: the attempt outcomes a run records, plus
+    ``skipped`` (nothing to do: the document was deleted, superseded before the claim, or already
+    vectorized for this generation; no attempt row is written)."""
+
+    succeeded = AttemptOutcome.succeeded.value
+    retrying = AttemptOutcome.retrying.value
+    failed = AttemptOutcome.failed.value
+    superseded = AttemptOutcome.superseded.value
+    skipped = "skipped"
+
+
 @dataclass
 class ProcessResult:
-    """How one run of :func:`process_document` ended.
-
-    ``outcome`` is an :class:`AttemptOutcome` value, or ``"skipped"`` when there was nothing to do
-    (document deleted, superseded, or already vectorized for this generation).
-    """
+    """How one run of :func:`process_document` ended (``outcome``: a :class:`RunOutcome`)."""
 
     document_id: uuid.UUID
-    outcome: str
+    outcome: RunOutcome
     chunks: int = 0
     error: str | None = None
     stage: str | None = None
@@ -171,7 +180,7 @@ def prepare_document(
     except OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
     if claimed is None:
-        return _observed(rt, ProcessResult(document_id, "skipped"))
+        return _observed(rt, ProcessResult(document_id, RunOutcome.skipped))
 
     stage = "read"
     usage = EmbeddingUsage()
@@ -361,11 +370,11 @@ def _write(rt: Runtime, d: PreparedDocument, vectors: list[list[float]]) -> Proc
                 usage=d.usage,
             )
         return ProcessResult(
-            document_id, AttemptOutcome.succeeded, chunks=len(rows), timings_ms=timings
+            document_id, RunOutcome.succeeded, chunks=len(rows), timings_ms=timings
         )
     except _Superseded:
         _record(rt, claimed.attempt_id, AttemptOutcome.superseded, timings=timings, usage=d.usage)
-        return ProcessResult(document_id, AttemptOutcome.superseded, timings_ms=timings)
+        return ProcessResult(document_id, RunOutcome.superseded, timings_ms=timings)
     except Exception as exc:
         err = _classified(rt, exc, stage, document_id)
         return _fail(
@@ -391,11 +400,11 @@ def _observed(rt: Runtime, result: ProcessResult) -> ProcessResult:
     metrics.DOCUMENTS_PROCESSED.labels(str(result.outcome)).inc()
     for stage, ms in result.timings_ms.items():
         metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
-    if result.outcome == AttemptOutcome.succeeded:
+    if result.outcome == RunOutcome.succeeded:
         metrics.CHUNKS_EMBEDDED.labels(rt.provider.name).inc(result.chunks)
-    elif result.outcome == AttemptOutcome.retrying:
+    elif result.outcome == RunOutcome.retrying:
         metrics.TASK_RETRIES.labels(result.error_class or "unknown").inc()
-    elif result.outcome == AttemptOutcome.failed:
+    elif result.outcome == RunOutcome.failed:
         metrics.TASK_FAILURES.labels(result.error_class or "unknown").inc()
     return result
 
@@ -525,7 +534,7 @@ def _fail(
     log.log(level, "document %s %s at %s: %s", document_id, outcome, stage, reason)
     return ProcessResult(
         document_id,
-        outcome,
+        RunOutcome(outcome.value),
         error=reason,
         stage=stage,
         retry_after_s=getattr(exc, "retry_after_s", None),
