@@ -1,6 +1,6 @@
 """The Celery application: broker, queues and the reliability settings of DESIGN §2 (invariant 4).
 
-Task names and the queue are constants so the API can enqueue by name without importing task code.
+Task names come from :mod:`app.jobqueue`, the layer that sends them; this module only consumes.
 """
 
 from __future__ import annotations
@@ -8,11 +8,9 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import Settings, get_settings
+from app.jobqueue import PROCESS_DOCUMENT, SWEEP
 
-#: Name of the task that vectorizes one document: args ``(document_id: str, generation: int)``.
-PROCESS_DOCUMENT = "docvec.process_document"
-#: Periodic sweep for stuck documents (scheduled by ``docvec beat``).
-SWEEP = "docvec.sweep"
+__all__ = ["PROCESS_DOCUMENT", "SWEEP", "celery_app", "create_celery", "visibility_timeout_s"]
 
 
 def visibility_timeout_s(settings: Settings) -> int:

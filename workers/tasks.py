@@ -15,11 +15,10 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from app import services
 from app.config import get_settings
-from app.db.models import AttemptOutcome
 from app.db.session import session_scope
 from app.errors import TransientError
-from app.pipeline.process import process_document
 from app.jobqueue import GUARD_TTL_S, JobQueue, clear_guard, guard_key
+from app.pipeline.process import RunOutcome, process_document
 from app.runtime import Runtime
 from workers.celery_app import PROCESS_DOCUMENT, SWEEP, celery_app
 
@@ -70,7 +69,7 @@ def _close(**_: Any) -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 def retry_countdown(retries: int, retry_after_s: float | None = None) -> float:
@@ -83,7 +82,7 @@ def retry_countdown(retries: int, retry_after_s: float | None = None) -> float:
 
 
 def _retry(
-    task: Task, document_id: str, generation: int, countdown: float, exc: Exception | None
+    task: Task[Any, Any], document_id: str, generation: int, countdown: float, exc: Exception | None
 ) -> Exception:
     # The retry message waits in the broker like a fresh job: guard it so the sweep does not
     # mistake the pending document for a lost one.
@@ -100,7 +99,9 @@ def _retry(
     soft_time_limit=_settings.task_soft_time_limit_s,
     time_limit=_settings.task_time_limit_s,
 )
-def process_document_task(self: Task, document_id: str, generation: int) -> dict[str, Any]:
+def process_document_task(
+    self: Task[Any, Any], document_id: str, generation: int
+) -> dict[str, Any]:
     """Vectorize one document (by id) for the given generation; retries transient failures."""
     retries = int(self.request.retries)
     final = retries >= (self.max_retries or 0)
@@ -122,7 +123,7 @@ def process_document_task(self: Task, document_id: str, generation: int) -> dict
             raise
         countdown = retry_countdown(retries, exc.retry_after_s)
         raise _retry(self, document_id, generation, countdown, exc) from exc
-    if result.outcome == AttemptOutcome.retrying:
+    if result.outcome == RunOutcome.retrying:
         countdown = retry_countdown(retries, result.retry_after_s)
         raise _retry(self, document_id, generation, countdown, None)
     return {"document_id": document_id, "outcome": str(result.outcome), "chunks": result.chunks}

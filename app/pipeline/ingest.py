@@ -28,13 +28,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
+from app.pipeline.parts import PipelineParts
 from app.pipeline.process import (
     PreparedDocument,
     ProcessResult,
     complete_documents,
     prepare_document,
 )
-from app.runtime import Runtime
 
 __all__ = ["process_many"]
 
@@ -102,7 +102,7 @@ _DONE: Final = object()
 
 
 def process_many(
-    rt: Runtime,
+    parts: PipelineParts,
     jobs: Iterable[tuple[uuid.UUID, int | None]],
     *,
     on_chunks: Callable[[int], None] | None = None,
@@ -116,7 +116,7 @@ def process_many(
     ``docvec ingest --retry-failed`` runs it again).
 
     Args:
-        rt: the process's parts; its provider is loaded in the calling thread.
+        parts: the process's parts; its provider is loaded in the calling thread.
         jobs: documents to process and the generation each was queued for (None: current).
         on_chunks: progress callback, called with the number of chunks of each embedded batch.
         on_started: called with a document's id when its chunks go to the model.
@@ -127,7 +127,7 @@ def process_many(
         DatabaseUnavailable: the database could not record a claim or an outcome (processing
             stops; documents already yielded are done).
     """
-    batch_size = rt.provider.batch_size  # load the model here, before the preparer competes
+    batch_size = parts.provider.batch_size  # load the model here, before the preparer competes
     ready = _Handoff(max(1, lookahead_batches) * batch_size, LOOKAHEAD_DOCUMENTS)
 
     def prepare_all() -> None:
@@ -135,7 +135,7 @@ def process_many(
             for document_id, generation in jobs:
                 if ready.closed:
                     return
-                item = prepare_document(rt, document_id, generation)
+                item = prepare_document(parts, document_id, generation)
                 size = len(item.chunks) if isinstance(item, PreparedDocument) else 0
                 ready.put(item, size)
         except BaseException as exc:  # handed to the calling thread, which raises it
@@ -160,7 +160,7 @@ def process_many(
                 if isinstance(item, ProcessResult):
                     # Ended before embedding (skipped, or failed at read/extract/chunk).
                     if group:  # keep the order of results: write what is gathered first
-                        yield from _complete(rt, group, on_chunks, on_started)
+                        yield from _complete(parts, group, on_chunks, on_started)
                         group, chunks = [], 0
                     yield item
                 else:
@@ -174,7 +174,7 @@ def process_many(
                 except queue.Empty:
                     break
             if group:
-                yield from _complete(rt, group, on_chunks, on_started)
+                yield from _complete(parts, group, on_chunks, on_started)
     finally:
         # The consumer stopped (or failed): let the preparer finish its current document and go.
         # A document it claimed but nobody embedded stays ``processing``; the next ingest of the
@@ -184,7 +184,7 @@ def process_many(
 
 
 def _complete(
-    rt: Runtime,
+    parts: PipelineParts,
     group: list[PreparedDocument],
     on_chunks: Callable[[int], None] | None,
     on_started: Callable[[uuid.UUID], None] | None,
@@ -192,4 +192,4 @@ def _complete(
     if on_started is not None:
         for d in group:
             on_started(d.document_id)
-    yield from complete_documents(rt, group, on_chunks=on_chunks)
+    yield from complete_documents(parts, group, on_chunks=on_chunks)

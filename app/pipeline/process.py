@@ -47,7 +47,7 @@ from app.errors import (
 from app.pipeline.budget import extract_within_budget
 from app.pipeline.chunk import Chunk
 from app.pipeline.extract import ExtractedText
-from app.runtime import Runtime
+from app.pipeline.parts import PipelineParts
 from app.vectorstore import Point, point_id
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def _worker_name() -> str:
 
 
 def process_document(
-    rt: Runtime,
+    parts: PipelineParts,
     document_id: uuid.UUID,
     generation: int | None = None,
     *,
@@ -113,7 +113,7 @@ def process_document(
     """Vectorize one document: :func:`prepare_document`, then :func:`complete_documents`.
 
     Args:
-        rt: the process's parts.
+        parts: the process's parts (see :class:`app.pipeline.parts.PipelineParts`).
         document_id: the document to process.
         generation: the generation the job was enqueued for; ``None`` takes the current one.
         task_id / attempt: recorded on the attempt row.
@@ -128,11 +128,16 @@ def process_document(
         DatabaseUnavailable: the database could not record the outcome (the caller retries).
     """
     prepared = prepare_document(
-        rt, document_id, generation, task_id=task_id, attempt=attempt, final_attempt=final_attempt
+        parts,
+        document_id,
+        generation,
+        task_id=task_id,
+        attempt=attempt,
+        final_attempt=final_attempt,
     )
     if isinstance(prepared, ProcessResult):
         return prepared
-    return complete_documents(rt, [prepared], on_chunks=on_chunks)[0]
+    return complete_documents(parts, [prepared], on_chunks=on_chunks)[0]
 
 
 @dataclass
@@ -153,7 +158,7 @@ class PreparedDocument:
 
 
 def prepare_document(
-    rt: Runtime,
+    parts: PipelineParts,
     document_id: uuid.UUID,
     generation: int | None = None,
     *,
@@ -176,43 +181,45 @@ def prepare_document(
     """
     timings: dict[str, float] = {}
     try:
-        claimed = _claim(rt, document_id, generation, task_id=task_id, attempt=attempt)
+        claimed = _claim(parts, document_id, generation, task_id=task_id, attempt=attempt)
     except OperationalError as exc:
         raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
     if claimed is None:
-        return _observed(rt, ProcessResult(document_id, RunOutcome.skipped))
+        return _observed(parts, ProcessResult(document_id, RunOutcome.skipped))
 
     stage = "read"
     usage = EmbeddingUsage()
     try:
         t = time.perf_counter()
-        data = rt.storage.read(claimed.storage_uri)
+        data = parts.storage.read(claimed.storage_uri)
         timings["read"] = _ms(t)
 
         stage = "extract"
         t = time.perf_counter()
         # In a child process bounded in time and memory: a hostile file fails only itself.
-        extracted = extract_within_budget(data, claimed.file_name, rt.settings)
+        extracted = extract_within_budget(data, claimed.file_name, parts.settings)
         del data
         timings["extract"] = _ms(t)
 
         stage = "chunk"
         t = time.perf_counter()
-        chunks = rt.chunker.split(extracted.text)
+        chunks = parts.chunker.split(extracted.text)
         timings["chunk"] = _ms(t)
         if not chunks:
             raise EmptyDocument("no text left after normalisation", stage="chunk")
     except Exception as exc:
-        err = _classified(rt, exc, stage, document_id)
+        err = _classified(parts, exc, stage, document_id)
         return _observed(
-            rt,
-            _fail(rt, document_id, claimed.attempt_id, err, stage, final_attempt, timings, usage),
+            parts,
+            _fail(
+                parts, document_id, claimed.attempt_id, err, stage, final_attempt, timings, usage
+            ),
         )
     return PreparedDocument(document_id, claimed, extracted, chunks, final_attempt, timings, usage)
 
 
 def complete_documents(
-    rt: Runtime,
+    parts: PipelineParts,
     docs: Sequence[PreparedDocument],
     *,
     on_chunks: Callable[[int], None] | None = None,
@@ -236,12 +243,12 @@ def complete_documents(
     if not docs:
         return []
     stage = "upsert"
-    provider = rt.provider
+    provider = parts.provider
     usage = EmbeddingUsage()
     try:
         # Refuse a vector-size mismatch before paying for embeddings (DimensionMismatch is
         # permanent and names both sizes).
-        rt.ensure_collection()
+        parts.ensure_collection()
 
         stage = "embed"
         t = time.perf_counter()
@@ -253,12 +260,12 @@ def complete_documents(
         _charge(docs, usage, None)
         results = []
         for d in docs:
-            err = _classified(rt, exc, stage, d.document_id)
+            err = _classified(parts, exc, stage, d.document_id)
             results.append(
                 _observed(
-                    rt,
+                    parts,
                     _fail(
-                        rt,
+                        parts,
                         d.document_id,
                         d.claim.attempt_id,
                         err,
@@ -277,7 +284,7 @@ def complete_documents(
     for d in docs:
         own = vectors[start : start + len(d.chunks)]
         start += len(d.chunks)
-        results.append(_observed(rt, _write(rt, d, own)))
+        results.append(_observed(parts, _write(parts, d, own)))
     return results
 
 
@@ -301,10 +308,10 @@ def _charge(
         start = end
 
 
-def _write(rt: Runtime, d: PreparedDocument, vectors: list[list[float]]) -> ProcessResult:
+def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]) -> ProcessResult:
     """Upsert one embedded document's points, then record it in one SQL transaction."""
     document_id, claimed, timings = d.document_id, d.claim, d.timings
-    provider = rt.provider
+    provider = parts.provider
     stage = "upsert"
     try:
         points = [
@@ -333,7 +340,7 @@ def _write(rt: Runtime, d: PreparedDocument, vectors: list[list[float]]) -> Proc
             }
             for c, p in zip(d.chunks, points, strict=True)
         ]
-        with session_scope(rt.sessions) as s:
+        with session_scope(parts.sessions) as s:
             doc = s.get(Document, document_id, with_for_update=True, populate_existing=True)
             if (
                 doc is None
@@ -342,9 +349,9 @@ def _write(rt: Runtime, d: PreparedDocument, vectors: list[list[float]]) -> Proc
             ):
                 raise _Superseded
             t = time.perf_counter()
-            rt.vector_store.upsert(points)
+            parts.vector_store.upsert(points)
             # Points of chunk indexes the new run no longer has (the document got shorter).
-            rt.vector_store.delete_document(document_id, from_chunk_index=len(points))
+            parts.vector_store.delete_document(document_id, from_chunk_index=len(points))
             timings["upsert"] = _ms(t)
 
             stage = "commit"
@@ -373,18 +380,22 @@ def _write(rt: Runtime, d: PreparedDocument, vectors: list[list[float]]) -> Proc
             document_id, RunOutcome.succeeded, chunks=len(rows), timings_ms=timings
         )
     except _Superseded:
-        _record(rt, claimed.attempt_id, AttemptOutcome.superseded, timings=timings, usage=d.usage)
+        _record(
+            parts, claimed.attempt_id, AttemptOutcome.superseded, timings=timings, usage=d.usage
+        )
         return ProcessResult(document_id, RunOutcome.superseded, timings_ms=timings)
     except Exception as exc:
-        err = _classified(rt, exc, stage, document_id)
+        err = _classified(parts, exc, stage, document_id)
         return _fail(
-            rt, document_id, claimed.attempt_id, err, stage, d.final_attempt, timings, d.usage
+            parts, document_id, claimed.attempt_id, err, stage, d.final_attempt, timings, d.usage
         )
 
 
-def _classified(rt: Runtime, exc: Exception, stage: str, document_id: uuid.UUID) -> DocvecError:
+def _classified(
+    parts: PipelineParts, exc: Exception, stage: str, document_id: uuid.UUID
+) -> DocvecError:
     """The error tree's class for ``exc``: it decides retry or fail (DESIGN §2)."""
-    if isinstance(exc, rt.transient_exceptions):
+    if isinstance(exc, parts.transient_exceptions):
         return TransientError(f"{type(exc).__name__}: {exc}", stage=stage)
     if isinstance(exc, OperationalError):
         return DatabaseUnavailable(f"database unavailable: {exc.orig}", stage=stage)
@@ -395,13 +406,13 @@ def _classified(rt: Runtime, exc: Exception, stage: str, document_id: uuid.UUID)
     return PermanentError(f"internal error: {type(exc).__name__}: {exc}", stage=stage)
 
 
-def _observed(rt: Runtime, result: ProcessResult) -> ProcessResult:
+def _observed(parts: PipelineParts, result: ProcessResult) -> ProcessResult:
     """Count ``result`` in the Prometheus metrics (app/metrics.py) and return it."""
     metrics.DOCUMENTS_PROCESSED.labels(str(result.outcome)).inc()
     for stage, ms in result.timings_ms.items():
         metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
     if result.outcome == RunOutcome.succeeded:
-        metrics.CHUNKS_EMBEDDED.labels(rt.provider.name).inc(result.chunks)
+        metrics.CHUNKS_EMBEDDED.labels(parts.provider.name).inc(result.chunks)
     elif result.outcome == RunOutcome.retrying:
         metrics.TASK_RETRIES.labels(result.error_class or "unknown").inc()
     elif result.outcome == RunOutcome.failed:
@@ -414,7 +425,7 @@ def _ms(t: float) -> float:
 
 
 def _claim(
-    rt: Runtime,
+    parts: PipelineParts,
     document_id: uuid.UUID,
     generation: int | None,
     *,
@@ -422,7 +433,7 @@ def _claim(
     attempt: int,
 ) -> _Claim | None:
     """Mark the document ``processing`` and open an attempt row; None if there is nothing to do."""
-    with session_scope(rt.sessions) as s:
+    with session_scope(parts.sessions) as s:
         doc = s.get(Document, document_id, with_for_update=True)
         if doc is None:
             log.info("document %s no longer exists; nothing to do", document_id)
@@ -483,19 +494,19 @@ def _finish_attempt(
 
 
 def _record(
-    rt: Runtime,
+    parts: PipelineParts,
     attempt_id: uuid.UUID,
     outcome: AttemptOutcome,
     *,
     timings: dict[str, float],
     usage: EmbeddingUsage,
 ) -> None:
-    with session_scope(rt.sessions) as s:
+    with session_scope(parts.sessions) as s:
         _finish_attempt(s, attempt_id, outcome, timings=timings, usage=usage)
 
 
 def _fail(
-    rt: Runtime,
+    parts: PipelineParts,
     document_id: uuid.UUID,
     attempt_id: uuid.UUID,
     exc: DocvecError,
@@ -511,7 +522,7 @@ def _fail(
     if isinstance(exc, TransientError) and not retry:
         reason = f"transient error, no retries left: {reason}"[:MAX_ERROR_CHARS]
     try:
-        with session_scope(rt.sessions) as s:
+        with session_scope(parts.sessions) as s:
             doc = s.get(Document, document_id, with_for_update=True)
             if doc is not None and doc.status == DocumentStatus.processing:
                 # A retrying document waits in the queue, so it is pending again, not stuck.

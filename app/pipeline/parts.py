@@ -1,0 +1,53 @@
+"""What the pipeline needs from the process that runs it: a protocol, not the composition root.
+
+:class:`app.runtime.Runtime` (built only by the entry points: the API, the CLI, the workers, eval)
+satisfies it; the pipeline never imports it, so every import in ``app/pipeline`` points down to the
+parts themselves (settings, SQL sessions, file storage, chunker, provider, vector store).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+from app.embeddings import EmbeddingProvider
+from app.pipeline.chunk import Chunker
+from app.storage import FileStorage
+from app.vectorstore import VectorStore
+
+
+class PipelineParts(Protocol):
+    """The parts one run of the pipeline uses.
+
+    Attributes:
+        settings: the settings object (budgets, limits).
+        sessions: SQL session factory.
+        storage: where uploaded files are read from.
+        chunker: splits extracted text into chunks.
+        provider: the embedding provider (may load lazily on first access).
+        vector_store: the vector store (may open lazily on first access).
+        transient_exceptions: extra exception classes to treat as transient (the worker passes
+            Celery's ``SoftTimeLimitExceeded``; the pipeline never imports Celery).
+    """
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    storage: FileStorage
+    chunker: Chunker
+    transient_exceptions: tuple[type[BaseException], ...]
+
+    @property
+    def provider(self) -> EmbeddingProvider: ...
+
+    @property
+    def vector_store(self) -> VectorStore: ...
+
+    def ensure_collection(self) -> None:
+        """Create the collection for the provider's dimension if missing.
+
+        Raises:
+            app.errors.DimensionMismatch: it exists with another vector size.
+        """
+        ...
