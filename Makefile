@@ -64,6 +64,7 @@ bench-quick: $(BENCH_STAMP)
 lint: setup
 	$(VENV)/bin/ruff check app workers tests bench
 	$(VENV)/bin/ruff format --check app workers tests bench
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf .docvec

@@ -119,9 +119,17 @@ class Settings(BaseSettings):
     #: PostgreSQL URL of the pgvector store. Default: ``database_url``.
     pgvector_url: str | None = None
 
-    #: Celery broker. Redis is the tested broker.
+    #: Celery broker: ``redis://`` or ``amqp://`` (RabbitMQ); both are tested (README, Guarantees).
     broker_url: str = "redis://localhost:6379/0"
     queue: str = "docvec"
+    #: RabbitMQ's ``consumer_timeout`` in seconds (its default: 30 minutes): RabbitMQ closes the
+    #: channel of a consumer that holds a delivery unacknowledged for longer. docvec acknowledges
+    #: after the task (acks_late) and holds a retry until its countdown, so on ``amqp://`` this
+    #: must exceed the hard time limit plus the longest backoff; raise it here and in
+    #: rabbitmq.conf together (docker-compose.rabbitmq.yml sets both to 2 hours).
+    broker_consumer_timeout_s: int = Field(1800, ge=60)
+    #: Seconds between two outbox relay passes in the API process (app/outbox.py).
+    outbox_relay_interval_s: float = Field(5.0, gt=0)
     #: Task retries for transient errors, and the delay (seconds) before each one.
     max_retries: int = Field(3, ge=0, le=20)
     retry_backoff_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
@@ -130,6 +138,11 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(1800, ge=1)
     task_time_limit_s: int = Field(2100, ge=1)
     worker_concurrency: int = Field(2, ge=1)
+    #: Tries of one document's store write (upsert + SQL commit) before the task retries, and
+    #: the most seconds spent waiting between them (app/retrying.py): rides out a blip of a few
+    #: seconds without embedding the document again.
+    store_retry_attempts: int = Field(4, ge=1, le=10)
+    store_retry_budget_s: float = Field(20.0, ge=0)
     #: Port where ``docvec worker`` serves Prometheus metrics of all its processes (0: off).
     worker_metrics_port: int = Field(9808, ge=0, le=65535)
     #: Seconds between two sweeps for stuck documents (run by ``docvec beat``).
@@ -173,6 +186,17 @@ class Settings(BaseSettings):
             raise ValueError("task_time_limit_s must exceed task_soft_time_limit_s")
         if self.extract_timeout_s >= self.task_soft_time_limit_s:
             raise ValueError("extract_timeout_s must stay below task_soft_time_limit_s")
+        if self.broker_url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp"):
+            held = self.longest_delivery_s
+            if held >= self.broker_consumer_timeout_s:
+                raise ValueError(
+                    f"on RabbitMQ a worker may hold a delivery unacknowledged for {held} s (hard "
+                    f"time limit {self.task_time_limit_s} s + longest retry backoff with jitter "
+                    f"+ 60 s), longer than consumer_timeout "
+                    f"(DOCVEC_BROKER_CONSUMER_TIMEOUT_S={self.broker_consumer_timeout_s}): raise "
+                    "consumer_timeout in rabbitmq.conf and DOCVEC_BROKER_CONSUMER_TIMEOUT_S above "
+                    f"{held}, or lower DOCVEC_TASK_TIME_LIMIT_S / DOCVEC_RETRY_BACKOFF_S"
+                )
         # In-call retries must end before Celery's soft limit stops the task (Onyx's two levels).
         emb = self.embedding
         if emb.retry_budget_s + emb.request_timeout_s >= self.task_soft_time_limit_s:
@@ -224,6 +248,24 @@ class Settings(BaseSettings):
                 "or DOCVEC_DATABASE_URL"
             )
         return url
+
+    @property
+    def longest_delivery_s(self) -> int:
+        """Longest time, seconds, a worker holds one delivery unacknowledged.
+
+        With ``acks_late`` a message stays unacknowledged while its task runs (at most the hard
+        time limit) and, for a retry, while the worker holds it until its countdown is due (at
+        most the longest backoff plus jitter); one minute of margin on top.
+        """
+        longest_backoff = max(self.retry_backoff_s or [0.0]) * (1 + self.retry_jitter)
+        return int(self.task_time_limit_s + longest_backoff + 60)
+
+    @property
+    def redis_visibility_timeout_s(self) -> int:
+        """Seconds Redis waits before redelivering an unacknowledged message: longer than any
+        delivery is held (:attr:`longest_delivery_s`), else Redis hands the same job to a second
+        worker. A worker that dies loses nothing: its messages come back after this timeout."""
+        return self.longest_delivery_s
 
     @property
     def stuck_after_s(self) -> int:

@@ -6,6 +6,7 @@
     ├── TransientError            retry with backoff (network, timeouts, 429/5xx, services down)
     │   ├── ProviderUnavailable   provider unreachable, 429 or 5xx; carries ``retry_after_s``
     │   ├── VectorStoreUnavailable
+    │   │   └── VectorStoreLocked embedded Qdrant folder (Edge or local mode) opened elsewhere
     │   └── DatabaseUnavailable
     └── PermanentError            fail the document at once, with a human-readable reason
         ├── UnsupportedFormat     not PDF, DOCX, Markdown or text (by content and extension)
@@ -15,8 +16,7 @@
         ├── DocumentTooLarge      over a configured size / page / time budget
         ├── StorageError          the stored file is missing or unreadable
         ├── ProviderRejected      HTTP 400/401/403/404 from a provider (bad key, unknown model, ...)
-        ├── DimensionMismatch     the collection's vector size differs from the provider's
-        └── VectorStoreLocked     embedded Qdrant folder (Edge or local mode) opened elsewhere
+        └── DimensionMismatch     the collection's vector size differs from the provider's
 
 Each error may carry the pipeline ``stage`` in which it happened (``extract``, ``chunk``, ``embed``,
 ``upsert``, ``commit``); the pipeline fills it in when the raiser did not.
@@ -105,9 +105,11 @@ class DimensionMismatch(PermanentError):
     """The vector store collection was created for another vector size than the provider's."""
 
 
-class VectorStoreLocked(PermanentError):
+class VectorStoreLocked(VectorStoreUnavailable):
     """The embedded Qdrant folder (Qdrant Edge or qdrant-client's local mode) is held by another
-    process or store."""
+    process or store. Transient for a document (the holder may let go: a CLI run that ends, a
+    worker restarted with one process); at start-up it is a configuration error the entry points
+    report with the remedy."""
 
 
 __all__ = [

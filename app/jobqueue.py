@@ -1,13 +1,12 @@
-"""The job queue seen from the API, the CLI and the sweep: Celery on Redis, enqueued by task name.
+"""The job queue seen from the API, the CLI and the sweep: Celery on Redis or RabbitMQ.
 
 Task names and the queue live here, in the layer that sends them (Onyx keeps them in
 ``configs/constants.py``): the producer is a Celery app that knows the broker and the routes but
 no task code, so nothing in ``app/`` imports ``workers/``, and the workers import these names.
 
-Enqueueing is de-duplicated with a Redis guard per document (``SET key generation``), the Onyx
-pattern: while a message for a document waits in the queue, a second re-vectorize request (a double
-click) is coalesced instead of queueing a second job. The task clears the guard when it claims the
-document. The sweep uses the guard to tell "waiting in the queue" from "lost".
+Nothing here assumes which broker ``DOCVEC_BROKER_URL`` names: publishing, the queue depth and the
+readiness probe all go through kombu, which speaks both. Whether a document has a job on its way is
+SQL's to say (``documents.queued_at`` and the outbox, :mod:`app.outbox`), not the broker's.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import redis
 from celery import Celery
+from kombu import Connection
 
 from app.config import Settings
 
@@ -25,15 +24,26 @@ PROCESS_DOCUMENT = "docvec.process_document"
 #: Periodic sweep for stuck documents (scheduled by ``docvec beat``).
 SWEEP = "docvec.sweep"
 
-#: Guard lifetime, seconds. Longer than any realistic queue wait; an expired guard only means the
-#: sweep may enqueue a duplicate, which the pipeline then skips (already vectorized / superseded).
-GUARD_TTL_S = 24 * 3600
+#: Seconds a publish may wait for the broker before it counts as failed (the job stays in the
+#: outbox): short, because the API publishes inline after a request and a broker outage must not
+#: hold the answer.
+PUBLISH_TIMEOUT_S = 3.0
 
-# Delete the guard only if it still names this generation: a newer request's guard must survive
-# an older job's claim.
-_CLEAR_IF_EQUAL = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
-"""
+
+def is_amqp(url: str) -> bool:
+    """Whether ``url`` names an AMQP broker (RabbitMQ)."""
+    return url.split("://", 1)[0] in ("amqp", "amqps", "pyamqp")
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu transport options for the configured broker, shared by producer and workers.
+
+    Redis: the visibility timeout (``workers.celery_app.visibility_timeout_s``). RabbitMQ:
+    publisher confirms, so a publish returns only once the broker has the message.
+    """
+    if is_amqp(settings.broker_url):
+        return {"confirm_publish": True}
+    return {"visibility_timeout": settings.redis_visibility_timeout_s}
 
 
 def create_producer(settings: Settings) -> Celery:
@@ -53,18 +63,24 @@ def create_producer(settings: Settings) -> Celery:
         accept_content=["json"],
         task_ignore_result=True,
         task_send_sent_event=True,
+        # Messages survive a RabbitMQ restart (Celery's default, stated because it matters).
+        task_default_delivery_mode="persistent",
+        broker_transport_options=transport_options(settings),
+        broker_connection_timeout=PUBLISH_TIMEOUT_S,
         broker_connection_retry_on_startup=True,
+        task_publish_retry=True,
+        task_publish_retry_policy={
+            "max_retries": 2,
+            "interval_start": 0.2,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
+        },
     )
     return app
 
 
-def guard_key(document_id: uuid.UUID | str) -> str:
-    """Redis key of a document's "queued" guard."""
-    return f"docvec:queued:{document_id}"
-
-
 class JobQueue:
-    """Sends ``process_document(document_id, generation)`` to the workers.
+    """Sends ``process_document(document_id, generation)`` to the workers, on either broker.
 
     Args:
         settings: broker URL and queue name come from here.
@@ -72,36 +88,49 @@ class JobQueue:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._task_name = PROCESS_DOCUMENT
         self._celery = create_producer(settings)
-        self._redis = redis.Redis.from_url(settings.broker_url, socket_timeout=5)
 
     def enqueue(self, document_id: uuid.UUID, generation: int) -> None:
-        """Queue one job and set the document's guard to ``generation``."""
-        self._redis.set(guard_key(document_id), generation, ex=GUARD_TTL_S)
+        """Publish one job (the outbox relay's ``publish``).
+
+        Raises:
+            kombu.exceptions.OperationalError (or another broker error): the broker did not take
+                the message within about :data:`PUBLISH_TIMEOUT_S` plus two short retries.
+        """
         self._celery.send_task(
-            self._task_name, args=[str(document_id), generation], queue=self.settings.queue
+            PROCESS_DOCUMENT, args=[str(document_id), generation], queue=self.settings.queue
         )
 
-    def is_queued(self, document_id: uuid.UUID) -> bool:
-        """Whether a job for the document is waiting in the queue (its guard is set)."""
-        return bool(self._redis.exists(guard_key(document_id)))
+    def _connection(self) -> Connection:
+        return Connection(
+            self.settings.broker_url,
+            connect_timeout=PUBLISH_TIMEOUT_S,
+            transport_options=transport_options(self.settings),
+        )
 
     def depth(self) -> int:
-        """Messages waiting in the queue (Redis list length)."""
-        return int(self._redis.llen(self.settings.queue))
+        """Messages waiting in the queue (not those a worker holds), via a passive declare.
+
+        Raises:
+            kombu or socket errors: the broker is unreachable.
+        """
+        with self._connection() as conn:
+            conn.ensure_connection(max_retries=1)
+            channel: Any = conn.default_channel  # kombu-stubs type it as StdChannel
+            try:
+                return int(
+                    channel.queue_declare(queue=self.settings.queue, passive=True).message_count
+                )
+            except Exception as exc:  # the queue does not exist yet: nothing was ever sent
+                if "NOT_FOUND" in str(exc) or "404" in str(exc):
+                    return 0
+                raise
 
     def ping(self) -> dict[str, Any]:
         """Raise if the broker cannot be reached; else describe it (without credentials)."""
-        self._redis.ping()
-        return {"broker": self.settings.broker_url.split("@")[-1], "queue_depth": self.depth()}
+        depth = self.depth()
+        return {"broker": self.settings.broker_url.split("@")[-1], "queue_depth": depth}
 
     def close(self) -> None:
-        """Release the broker connections (the Redis client and the producer's pool)."""
-        self._redis.close()
+        """Release the producer's broker connections."""
         self._celery.close()
-
-
-def clear_guard(client: redis.Redis, document_id: str, generation: int) -> None:
-    """Called by the task when it claims a document: the job is no longer waiting."""
-    client.eval(_CLEAR_IF_EQUAL, 1, guard_key(document_id), str(generation))

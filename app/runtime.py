@@ -47,6 +47,9 @@ class Runtime:
         self.chunker = Chunker.from_settings(
             settings.chunking, tokenizer_file=model_tokenizer_file(settings)
         )
+        # Every chunk records a token count: load the encoding now, so a missing asset is a
+        # start-up error (ValueError naming the remedy), never a failure of every document.
+        _ = self.chunker.tokenizer
         self._provider = provider
         self._store = vector_store
         self._collection_ready: int | None = None

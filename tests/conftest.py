@@ -29,7 +29,11 @@ PG_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("DOCVEC_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
-pytest_plugins = ["tests.plugins.pgvector_server", "tests.plugins.service"]
+pytest_plugins = [
+    "tests.plugins.pgvector_server",
+    "tests.plugins.service",
+    "tests.plugins.brokers",
+]
 
 
 @pytest.fixture

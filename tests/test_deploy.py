@@ -326,6 +326,73 @@ def test_compose_urls_point_at_the_compose_services(
     assert qdrant.port == 6333
 
 
+# --- docker-compose.rabbitmq.yml: the RabbitMQ variant, merged over the main file ---------------
+
+RABBITMQ_FILE = ROOT / "docker-compose.rabbitmq.yml"
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file: mappings merge key by key, anything else replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+@pytest.fixture(scope="module")
+def rabbitmq_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    override = yaml.safe_load(RABBITMQ_FILE.read_text())
+    assert isinstance(override, dict)
+    merged = _merge(compose, override)
+    assert "rabbitmq-data" in merged["volumes"]
+    return merged["services"]
+
+
+def test_rabbitmq_service_is_pinned_and_checked(
+    rabbitmq_services: dict[str, dict[str, Any]],
+) -> None:
+    rabbit = rabbitmq_services["rabbitmq"]
+    image = rabbit["image"]
+    assert ":" in image and not image.endswith(":latest")
+    assert rabbit["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}
+    assert "/var/lib/rabbitmq" in mounts(rabbit), "queues must survive a container restart"
+
+
+@pytest.mark.parametrize("name", DOCVEC_SERVICES)
+def test_rabbitmq_variant_env_parses_into_settings(
+    clean_env: pytest.MonkeyPatch, rabbitmq_services: dict[str, dict[str, Any]], name: str
+) -> None:
+    service = rabbitmq_services[name]
+    env = service_env(service)
+    for key, value in env.items():
+        if key.upper().startswith(PREFIX):
+            clean_env.setenv(key, value)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]  # refuses a short timeout
+    broker = urlsplit(settings.broker_url)
+    assert broker.scheme == "amqp" and broker.hostname == "rabbitmq"
+    rabbit_env = service_env(rabbitmq_services["rabbitmq"])
+    assert broker.username == rabbit_env["RABBITMQ_DEFAULT_USER"]
+    assert broker.path.lstrip("/") == rabbit_env["RABBITMQ_DEFAULT_VHOST"]
+    # docvec's idea of consumer_timeout is RabbitMQ's (milliseconds there).
+    erl_args = rabbit_env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"].split()
+    timeout_ms = int(erl_args[erl_args.index("consumer_timeout") + 1])
+    assert timeout_ms == settings.broker_consumer_timeout_s * 1000
+    assert settings.longest_delivery_s < settings.broker_consumer_timeout_s
+    assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    # The rest of the shared environment is kept.
+    assert settings.database_url and settings.qdrant_url
+
+
+def test_default_time_limits_are_refused_on_stock_rabbitmq(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DOCVEC_BROKER_URL", "amqp://guest:guest@localhost:5672//")
+    with pytest.raises(ValueError, match="consumer_timeout"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    clean_env.setenv("DOCVEC_BROKER_CONSUMER_TIMEOUT_S", "7200")
+    assert Settings(_env_file=None).broker_consumer_timeout_s == 7200  # type: ignore[call-arg]
+
+
 @pytest.mark.parametrize("name", DOCVEC_SERVICES)
 def test_compose_keeps_the_model_offline(services: dict[str, dict[str, Any]], name: str) -> None:
     assert service_env(services[name]).get("HF_HUB_OFFLINE") == "1"

@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: dict[str, int] = {
     "app.config": 0,
     "app.errors": 0,
+    "app.retrying": 0,
+    "app.tokens": 0,
     "app.metrics": 1,
     "app.lexical": 1,
     "app.storage": 1,
@@ -27,6 +29,7 @@ LAYERS: dict[str, int] = {
     "app.embeddings": 2,
     "app.vectorstore": 2,
     "app.pipeline": 3,
+    "app.outbox": 3,
     "app.services": 4,
     "app.apikeys": 4,
     "app.jobqueue": 4,

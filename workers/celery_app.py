@@ -8,22 +8,15 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import Settings, get_settings
-from app.jobqueue import PROCESS_DOCUMENT, SWEEP
+from app.jobqueue import PROCESS_DOCUMENT, SWEEP, transport_options
 
 __all__ = ["PROCESS_DOCUMENT", "SWEEP", "celery_app", "create_celery", "visibility_timeout_s"]
 
 
 def visibility_timeout_s(settings: Settings) -> int:
-    """Seconds Redis waits before redelivering an unacknowledged message.
-
-    With ``acks_late`` a message stays unacknowledged while its task runs (at most the hard time
-    limit) and, for a retry, while the worker holds it until its countdown is due (at most the
-    longest backoff plus jitter). The timeout must exceed both together, else Redis hands the same
-    job to a second worker; one minute of margin on top. A worker that dies loses nothing: its
-    messages come back after this timeout (and the sweep catches what was already acknowledged).
-    """
-    longest_backoff = max(settings.retry_backoff_s or [0.0]) * (1 + settings.retry_jitter)
-    return int(settings.task_time_limit_s + longest_backoff + 60)
+    """Seconds Redis waits before redelivering an unacknowledged message
+    (:attr:`app.config.Settings.redis_visibility_timeout_s`)."""
+    return settings.redis_visibility_timeout_s
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -46,8 +39,14 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
-        broker_transport_options={"visibility_timeout": visibility_timeout_s(settings)},
+        broker_transport_options=transport_options(settings),
         broker_connection_retry_on_startup=True,
+        # Ride out a broker restart: reconnect for as long as it takes instead of exiting.
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        # A task running when the connection drops finishes; its message is redelivered (Redis:
+        # after the visibility timeout; RabbitMQ: at once) and the generation check skips it.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_send_task_events=True,  # Flower shows tasks live
         task_send_sent_event=True,
         worker_hijack_root_logger=False,

@@ -1,4 +1,10 @@
-"""Thin Celery tasks: they take ids, call the pipeline, and turn its outcome into retry or done."""
+"""Thin Celery tasks: they take ids, call the pipeline, and turn its outcome into retry or done.
+
+What Flower shows is what happened: a document that fails for good ends its task in FAILURE
+(:class:`DocumentFailed`, naming the error class, stage and reason), a transient failure is a
+RETRY (``task.retry``), and a run that had nothing to do (superseded, already vectorized) is a
+SUCCESS whose result says so.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,21 @@ import logging
 import os
 import random
 import uuid
+from datetime import timedelta
 from typing import Any
 
-import redis
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
+from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 
-from app import services
+from app import outbox, services
 from app.config import get_settings
+from app.db.models import Document, utcnow
 from app.db.session import session_scope
 from app.errors import TransientError
-from app.jobqueue import GUARD_TTL_S, JobQueue, clear_guard, guard_key
+from app.jobqueue import JobQueue
 from app.pipeline.process import RunOutcome, process_document
 from app.runtime import Runtime
 from workers.celery_app import PROCESS_DOCUMENT, SWEEP, celery_app
@@ -25,7 +34,11 @@ from workers.celery_app import PROCESS_DOCUMENT, SWEEP, celery_app
 log = logging.getLogger(__name__)
 _settings = get_settings()
 _runtime: Runtime | None = None
-_redis: redis.Redis | None = None
+
+
+class DocumentFailed(Exception):
+    """Raised by the task when its document failed for good, so Celery (and Flower) record a
+    FAILURE: ``"<ErrorClass> at <stage>: <reason>"``. The document's row already says so."""
 
 
 def runtime() -> Runtime:
@@ -38,20 +51,12 @@ def runtime() -> Runtime:
     return _runtime
 
 
-def _broker() -> redis.Redis:
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(_settings.broker_url, socket_timeout=10)
-    return _redis
-
-
 @worker_process_init.connect
 def _start_child(**_: Any) -> None:
     """Fresh parts in each prefork child, and the model loaded now rather than inside the first
     task, where its load time would count against the task's time limits."""
-    global _runtime, _redis
+    global _runtime
     _runtime = None
-    _redis = None
     try:
         provider = runtime().provider
         # Only a local model is worth loading up front; a remote warm-up would be a paid
@@ -84,9 +89,18 @@ def retry_countdown(retries: int, retry_after_s: float | None = None) -> float:
 def _retry(
     task: Task[Any, Any], document_id: str, generation: int, countdown: float, exc: Exception | None
 ) -> Exception:
-    # The retry message waits in the broker like a fresh job: guard it so the sweep does not
-    # mistake the pending document for a lost one.
-    _broker().set(guard_key(document_id), generation, ex=GUARD_TTL_S)
+    # The retry waits in the broker (held by a worker until due) like a fresh job: mark the
+    # document queued until then, so the sweep does not take it for a lost one.
+    due = utcnow() + timedelta(seconds=countdown)
+    try:
+        with session_scope(runtime().sessions) as session:
+            session.execute(
+                update(Document)
+                .where(Document.id == uuid.UUID(document_id), Document.generation == generation)
+                .values(queued_at=due)
+            )
+    except SQLAlchemyError:
+        log.warning("could not mark %s queued for its retry", document_id)
     return task.retry(exc=exc, countdown=countdown)
 
 
@@ -106,10 +120,6 @@ def process_document_task(
     retries = int(self.request.retries)
     final = retries >= (self.max_retries or 0)
     try:
-        clear_guard(_broker(), document_id, generation)
-    except redis.RedisError:
-        log.warning("could not clear the queue guard of %s", document_id)
-    try:
         result = process_document(
             runtime(),
             uuid.UUID(document_id),
@@ -126,27 +136,43 @@ def process_document_task(
     if result.outcome == RunOutcome.retrying:
         countdown = retry_countdown(retries, result.retry_after_s)
         raise _retry(self, document_id, generation, countdown, None)
+    if result.outcome == RunOutcome.failed:
+        raise DocumentFailed(f"{result.error_class} at {result.stage}: {result.error}")
     return {"document_id": document_id, "outcome": str(result.outcome), "chunks": result.chunks}
 
 
 @celery_app.task(name=SWEEP, soft_time_limit=120, time_limit=180, acks_late=False)
 def sweep_task() -> dict[str, int]:
-    """Re-enqueue documents stuck in ``processing`` or lost while ``pending`` (see
-    :func:`app.services.sweep_stuck`)."""
+    """Close abandoned attempts, queue documents stuck in ``processing`` or lost while
+    ``pending`` (see :func:`app.services.sweep_stuck`), then relay the outbox."""
     queue = JobQueue(_settings)
     try:
-        with session_scope(runtime().sessions) as s:
+        try:
+            depth: int | None = queue.depth()
+        except Exception as exc:  # the sweep still closes what it can; lost ones wait
+            log.warning("sweep: queue depth unknown: %s", exc)
+            depth = None
+        with session_scope(runtime().sessions) as session:
             result = services.sweep_stuck(
-                s,
+                session,
                 stuck_after_s=_settings.stuck_after_s,
                 pending_after_s=_settings.sweep_pending_after_s,
-                is_queued=queue.is_queued,
+                queue_depth=depth,
                 max_runs=_settings.max_retries + 1,
             )
-        for doc_id, generation in result.requeued:
-            queue.enqueue(doc_id, generation)
+        relayed = outbox.relay(runtime().sessions, queue.enqueue)
     finally:
         queue.close()
-    if result.requeued or result.failed:
-        log.warning("sweep: re-enqueued %d, failed %d", len(result.requeued), len(result.failed))
-    return {"requeued": len(result.requeued), "failed": len(result.failed)}
+    if result.requeued or result.failed or result.abandoned:
+        log.warning(
+            "sweep: re-queued %d, failed %d, abandoned attempts closed %d",
+            len(result.requeued),
+            len(result.failed),
+            result.abandoned,
+        )
+    return {
+        "requeued": len(result.requeued),
+        "failed": len(result.failed),
+        "abandoned": result.abandoned,
+        "published": relayed.published,
+    }

@@ -53,13 +53,16 @@ class DocumentStatus(enum.StrEnum):
 
 
 class AttemptOutcome(enum.StrEnum):
-    """How one job attempt ended. ``superseded``: a newer run of the same document won."""
+    """How one job attempt ended. ``superseded``: a newer run of the same document won;
+    ``abandoned``: its worker died (``kill -9``, OOM, lost machine, hard time limit) before it
+    finished, found and closed by the sweep."""
 
     running = "running"
     succeeded = "succeeded"
     retrying = "retrying"
     failed = "failed"
     superseded = "superseded"
+    abandoned = "abandoned"
 
 
 class Project(Base):
@@ -105,6 +108,10 @@ class Document(Base):
     #: Bumped by every (re-)vectorize request; a run commits only if it still holds the latest
     #: generation (DESIGN §2, invariant 3).
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    #: Set when a job for the current generation is recorded in the outbox (or a retry is
+    #: scheduled), cleared when a run claims the document: a pending document with ``queued_at``
+    #: has a job on its way, so a second request coalesces into it (app/outbox.py).
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -173,6 +180,31 @@ class VectorizationAttempt(Base):
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     document: Mapped[Document] = relationship(back_populates="attempts")
+
+
+class OutboxEntry(Base):
+    """A job to publish: ``process_document(document_id, generation)`` (DESIGN §2, invariant 7).
+
+    Written in the same transaction that decides a document needs a job (upload, re-vectorize,
+    retry, sweep, repair); deleted by the relay once the broker has accepted the message. A crash
+    before the publish leaves the row for the next relay; a crash after it, before the delete,
+    publishes twice, which the pipeline's generation check makes harmless.
+    """
+
+    __tablename__ = "job_outbox"
+    __table_args__ = (Index("ix_job_outbox_available_at", "available_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("documents.id", ondelete="CASCADE")
+    )
+    generation: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Not published before this time (a failed publish backs off).
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Failed publish attempts so far, and the last broker error.
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(Base):

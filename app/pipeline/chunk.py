@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import tiktoken
 
+from app.tokens import get_encoding
+
 if TYPE_CHECKING:
     from app.config import ChunkingSettings
 
@@ -130,7 +132,7 @@ def _token_tables(encoding: str) -> tuple[list[int], list[int]]:
     Built once per encoding (about 0.1 s for cl100k_base) so that mapping a text's tokens to
     character offsets needs no Python-level work per token.
     """
-    enc = tiktoken.get_encoding(encoding)
+    enc = get_encoding(encoding)
     size = enc.max_token_value + 1
     starts = [0] * size
     mid = [0] * size
@@ -243,9 +245,14 @@ class Chunker:
 
     @property
     def tokenizer(self) -> tiktoken.Encoding:
-        """The tiktoken encoding, loaded on first use."""
+        """The tiktoken encoding, loaded on first use (``cl100k_base`` from the package, so with
+        no network; see :mod:`app.tokens`).
+
+        Raises:
+            ValueError: the encoding could not be loaded (the message names the remedy).
+        """
         if self._enc is None:
-            self._enc = tiktoken.get_encoding(self.encoding)
+            self._enc = get_encoding(self.encoding)
         return self._enc
 
     def count_tokens(self, text: str) -> int:

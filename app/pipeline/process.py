@@ -43,11 +43,14 @@ from app.errors import (
     EmptyDocument,
     PermanentError,
     TransientError,
+    VectorStoreLocked,
+    VectorStoreUnavailable,
 )
 from app.pipeline.budget import extract_within_budget
 from app.pipeline.chunk import Chunk
 from app.pipeline.extract import ExtractedText
 from app.pipeline.parts import PipelineParts
+from app.retrying import retry_call
 from app.vectorstore import Point, point_id
 
 log = logging.getLogger(__name__)
@@ -340,42 +343,60 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
             }
             for c, p in zip(d.chunks, points, strict=True)
         ]
-        with session_scope(parts.sessions) as s:
-            doc = s.get(Document, document_id, with_for_update=True, populate_existing=True)
-            if (
-                doc is None
-                or doc.generation != claimed.generation
-                or (doc.status == DocumentStatus.vectorized)
-            ):
-                raise _Superseded
-            t = time.perf_counter()
-            parts.vector_store.upsert(points)
-            # Points of chunk indexes the new run no longer has (the document got shorter).
-            parts.vector_store.delete_document(document_id, from_chunk_index=len(points))
-            timings["upsert"] = _ms(t)
 
-            stage = "commit"
-            t = time.perf_counter()
-            s.execute(delete(DocumentChunk).where(DocumentChunk.document_id == document_id))
-            s.execute(insert(DocumentChunk), rows)
-            doc.status = DocumentStatus.vectorized
-            doc.error = None
-            doc.failed_stage = None
-            doc.chunk_count = len(rows)
-            doc.page_count = d.extracted.page_count
-            doc.content_type = d.extracted.content_type
-            doc.embedding_model = f"{provider.name}:{provider.model}"
-            doc.vectorized_at = utcnow()
-            # The COMMIT itself is not in this figure: the attempt row is written in it.
-            timings["commit"] = _ms(t)
-            _finish_attempt(
-                s,
-                claimed.attempt_id,
-                AttemptOutcome.succeeded,
-                chunks=len(rows),
-                timings=timings,
-                usage=d.usage,
-            )
+        def write() -> None:
+            nonlocal stage
+            stage = "upsert"
+            with session_scope(parts.sessions) as session:
+                doc = session.get(
+                    Document, document_id, with_for_update=True, populate_existing=True
+                )
+                if (
+                    doc is None
+                    or doc.generation != claimed.generation
+                    or (doc.status == DocumentStatus.vectorized)
+                ):
+                    raise _Superseded
+                t = time.perf_counter()
+                parts.vector_store.upsert(points)
+                # Points of chunk indexes the new run no longer has (the document got shorter).
+                parts.vector_store.delete_document(document_id, from_chunk_index=len(points))
+                timings["upsert"] = _ms(t)
+
+                stage = "commit"
+                t = time.perf_counter()
+                session.execute(
+                    delete(DocumentChunk).where(DocumentChunk.document_id == document_id)
+                )
+                session.execute(insert(DocumentChunk), rows)
+                doc.status = DocumentStatus.vectorized
+                doc.error = None
+                doc.failed_stage = None
+                doc.chunk_count = len(rows)
+                doc.page_count = d.extracted.page_count
+                doc.content_type = d.extracted.content_type
+                doc.embedding_model = f"{provider.name}:{provider.model}"
+                doc.vectorized_at = utcnow()
+                # The COMMIT itself is not in this figure: the attempt row is written in it.
+                timings["commit"] = _ms(t)
+                _finish_attempt(
+                    session,
+                    claimed.attempt_id,
+                    AttemptOutcome.succeeded,
+                    chunks=len(rows),
+                    timings=timings,
+                    usage=d.usage,
+                )
+
+        # A store or SQL blip is retried here, with the vectors in hand: the embeddings are
+        # not paid for twice (app/retrying.py). Each try re-checks the generation under the lock.
+        retry_call(
+            write,
+            is_transient=_store_blip,
+            attempts=parts.settings.store_retry_attempts,
+            budget_s=parts.settings.store_retry_budget_s,
+            what=f"writing document {document_id}",
+        )
         return ProcessResult(
             document_id, RunOutcome.succeeded, chunks=len(rows), timings_ms=timings
         )
@@ -389,6 +410,14 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
         return _fail(
             parts, document_id, claimed.attempt_id, err, stage, d.final_attempt, timings, d.usage
         )
+
+
+def _store_blip(exc: BaseException) -> bool:
+    """A vector-store or SQL outage worth a short retry in the process (not a lock: another
+    process holds it for longer than a few seconds)."""
+    if isinstance(exc, VectorStoreLocked):
+        return False
+    return isinstance(exc, VectorStoreUnavailable | DatabaseUnavailable | OperationalError)
 
 
 def _classified(
@@ -433,8 +462,8 @@ def _claim(
     attempt: int,
 ) -> _Claim | None:
     """Mark the document ``processing`` and open an attempt row; None if there is nothing to do."""
-    with session_scope(parts.sessions) as s:
-        doc = s.get(Document, document_id, with_for_update=True)
+    with session_scope(parts.sessions) as session:
+        doc = session.get(Document, document_id, with_for_update=True)
         if doc is None:
             log.info("document %s no longer exists; nothing to do", document_id)
             return None
@@ -452,6 +481,7 @@ def _claim(
             log.info("document %s already vectorized for generation %s", document_id, generation)
             return None
         doc.status = DocumentStatus.processing
+        doc.queued_at = None  # the job is off the queue: a new request queues a new one
         row = VectorizationAttempt(
             document_id=document_id,
             task_id=task_id,
@@ -459,13 +489,13 @@ def _claim(
             attempt=attempt,
             generation=generation,
         )
-        s.add(row)
-        s.flush()
+        session.add(row)
+        session.flush()
         return _Claim(row.id, generation, doc.storage_uri, doc.file_name, doc.project_id)
 
 
 def _finish_attempt(
-    s: object,
+    session: object,
     attempt_id: uuid.UUID,
     outcome: AttemptOutcome,
     *,
@@ -478,8 +508,8 @@ def _finish_attempt(
 ) -> None:
     from sqlalchemy.orm import Session
 
-    assert isinstance(s, Session)
-    row = s.get(VectorizationAttempt, attempt_id)
+    assert isinstance(session, Session)
+    row = session.get(VectorizationAttempt, attempt_id)
     if row is None:
         return
     row.outcome = outcome
@@ -501,8 +531,8 @@ def _record(
     timings: dict[str, float],
     usage: EmbeddingUsage,
 ) -> None:
-    with session_scope(parts.sessions) as s:
-        _finish_attempt(s, attempt_id, outcome, timings=timings, usage=usage)
+    with session_scope(parts.sessions) as session:
+        _finish_attempt(session, attempt_id, outcome, timings=timings, usage=usage)
 
 
 def _fail(
@@ -522,15 +552,15 @@ def _fail(
     if isinstance(exc, TransientError) and not retry:
         reason = f"transient error, no retries left: {reason}"[:MAX_ERROR_CHARS]
     try:
-        with session_scope(parts.sessions) as s:
-            doc = s.get(Document, document_id, with_for_update=True)
+        with session_scope(parts.sessions) as session:
+            doc = session.get(Document, document_id, with_for_update=True)
             if doc is not None and doc.status == DocumentStatus.processing:
                 # A retrying document waits in the queue, so it is pending again, not stuck.
                 doc.status = DocumentStatus.pending if retry else DocumentStatus.failed
                 doc.error = reason
                 doc.failed_stage = stage
             _finish_attempt(
-                s,
+                session,
                 attempt_id,
                 outcome,
                 error=reason,

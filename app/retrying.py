@@ -1,0 +1,66 @@
+"""Short, bounded, jittered retries inside one call — the first of Onyx's two retry levels.
+
+A blip of a few seconds (a vector store restarting, a dropped SQL connection) is retried here, in
+the process, so work already paid for (the embeddings of a document) is not thrown away; only
+when these retries are spent does the error reach the task, whose retry is minutes later. Shared
+by the pipeline's store writes and the embedding providers' HTTP calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base_s: float = 0.5,
+    cap_s: float = 8.0,
+    jitter: float = 0.5,
+    retry_after_s: float | None = None,
+) -> float:
+    """Seconds to wait before retry ``attempt`` (1-based): ``base_s * 2**(attempt-1)``, capped at
+    ``cap_s``, times a random factor in ``[1 - jitter, 1 + jitter]`` ("full jitter" spreads
+    clients that failed together); never less than a server's ``retry_after_s``."""
+    delay = min(cap_s, base_s * 2 ** (attempt - 1)) * random.uniform(1 - jitter, 1 + jitter)
+    return max(delay, retry_after_s or 0.0)
+
+
+def retry_call(
+    call: Callable[[], T],
+    *,
+    is_transient: Callable[[BaseException], bool],
+    attempts: int = 4,
+    budget_s: float = 20.0,
+    base_s: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+    what: str = "call",
+) -> T:
+    """Run ``call()``; on an error ``is_transient`` accepts, wait :func:`backoff_delay` and try
+    again, at most ``attempts`` times in all and never past ``budget_s`` seconds of waiting.
+
+    Raises:
+        the last error: when it is not transient, or the attempts or the budget are spent.
+    """
+    waited = 0.0
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            delay = backoff_delay(attempt, base_s=base_s)
+            if waited + delay > budget_s:
+                raise
+            log.warning("%s failed (%s); retry %d in %.1f s", what, exc, attempt, delay)
+            sleep(delay)
+            waited += delay
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
