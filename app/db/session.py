@@ -12,9 +12,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 
 def normalize_url(url: str) -> str:
-    """Use the psycopg 3 driver for bare ``postgresql://`` URLs (psycopg2 is not installed)."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    """``url`` with the psycopg 3 driver named, as SQLAlchemy needs it (psycopg2 is not installed).
+
+    ``postgresql://`` and ``postgres://`` (as libpq, pgserver and most hosts write them) become
+    ``postgresql+psycopg://``; a URL naming a driver, or another database's, is kept as it is.
+    The one normaliser of database URLs: the SQL engine here, Alembic and the pgvector store use it.
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

@@ -11,19 +11,30 @@ delete cannot leave a lexical hit behind. Three ways to search (:data:`SearchMod
 - ``dense``: cosine similarity of the query's embedding (``VectorStore.search``);
 - ``lexical``: BM25 over the project's chunks (``VectorStore.search_lexical``);
 - ``hybrid``: both rankings fused by Reciprocal Rank Fusion (``VectorStore.search_hybrid``).
+
+:class:`VectorStore` owns what every store does alike, so that the stores cannot drift apart: the
+dimension check, the guards (a collection never created reads as empty, ``top_k <= 0`` and a query
+without terms find nothing), the paging of id lists, the ranks and the fusion. A store implements
+only its primitives (``_create_collection``, ``_exists``, ``_upsert``, ``_delete``,
+``_delete_points``, ``_query_dense``, ``_query_lexical``, ``_count``, ``_ids``, ``ping``), each
+called with arguments the base has already checked, and may override ``_has_lexical``,
+``_query_both`` (to batch the two rankings of a hybrid search), ``optimize`` and ``close``. Which
+points a count, listing or delete touches travels as a :class:`Where`. The two Qdrant engines
+share their primitives in :mod:`app.vectorstore.qdrant_family`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from app.errors import DimensionMismatch
-from app.lexical import LexicalVector, document_vector
+from app.lexical import LexicalVector, document_vector, query_vector
 
 #: How a search ranks chunks: by the dense vector, by BM25, or by both fused.
 SearchMode = Literal["dense", "lexical", "hybrid"]
@@ -36,11 +47,16 @@ DEFAULT_SEARCH_MODE: SearchMode = "hybrid"
 #: Learning Methods", SIGIR 2009) chose 60 for fusing many long TREC runs. Fusing two rankings
 #: of chunks, a small k lets a chunk that one side ranks first outweigh chunks both sides rank
 #: low. Tuned on BEIR SciFact-train (the only data tuned on): nDCG@10 is flat for k from 1 to 10
-#: (72.2-72.3) and falls to 71.3 at 60; 5 is the middle of that plateau.
+#: and lower at 60 (figures: README, "Measuring retrieval quality"); 5 is mid-plateau.
 RRF_K = 5
 #: Chunks each ranking contributes to a hybrid search (at least ``top_k``): a chunk ranked deeper
 #: than this on one side adds nothing from that side.
 HYBRID_CANDIDATES = 100
+
+#: Ids per primitive call when the base pages a list of them (point ids to delete, document ids to
+#: list): bounds one Qdrant filter or id selector and one SQL array parameter to tens of KB, far
+#: below Qdrant's 32 MiB request limit, while keeping calls few.
+ID_PAGE = 1000
 
 #: Namespace of deterministic point ids (DESIGN §2, invariant 2). Never change it: existing
 #: points would no longer be overwritten by re-runs.
@@ -69,6 +85,21 @@ def dimension_mismatch(collection: str, existing: int, wanted: int) -> Dimension
     )
 
 
+def parse_dimension_error(
+    collection: str, pattern: re.Pattern[str], text: str
+) -> DimensionMismatch | None:
+    """The :func:`dimension_mismatch` an engine's error ``text`` reports, or None if it is another.
+
+    ``pattern`` is the engine's wording of a wrong vector size, its first group the collection's
+    size and its second the size offered (Qdrant: "expected dim: N, got M"; pgvector: "expected N
+    dimensions, not M").
+    """
+    found = pattern.search(text)
+    if found is None:
+        return None
+    return dimension_mismatch(collection, int(found.group(1)), int(found.group(2)))
+
+
 def check_dimensions(
     collection: str, dimension: int | None, vectors: Iterable[Sequence[float]]
 ) -> None:
@@ -81,6 +112,40 @@ def check_dimensions(
     for vector in vectors:
         if len(vector) != dimension:
             raise dimension_mismatch(collection, dimension, len(vector))
+
+
+_T = TypeVar("_T")
+
+
+def batches(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    """``items`` in consecutive slices of ``size`` (the last one shorter); none if ``items`` is
+    empty."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass(frozen=True, slots=True)
+class Where:
+    """Which points a count, a listing or a delete touches: those meeting every condition given.
+
+    ``Where()`` is every point of the collection. A store translates it into its own filter (a
+    Qdrant ``Filter``, a SQL ``WHERE``).
+    """
+
+    project_id: uuid.UUID | None = None
+    document_id: uuid.UUID | None = None
+    #: The point belongs to any of these documents (at most :data:`ID_PAGE` of them).
+    document_ids: tuple[uuid.UUID, ...] | None = None
+    #: ``chunk_index >= from_chunk_index``.
+    from_chunk_index: int | None = None
+    #: Only points without a lexical side (written before the lexical index existed).
+    without_lexical: bool = False
+
+    def equals(self) -> list[tuple[str, uuid.UUID]]:
+        """The ``(field, value)`` conditions among ``project_id`` and ``document_id``, in that
+        order."""
+        pairs = (("project_id", self.project_id), ("document_id", self.document_id))
+        return [(name, value) for name, value in pairs if value is not None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +240,12 @@ def fuse_rrf(
 class VectorStore(ABC):
     """A collection of points, filtered by project on the server side.
 
+    The public methods are written here, once; a store implements the private primitives below
+    them. A collection that was never created reads as empty and deletes from it do nothing.
+
+    Args:
+        collection: the collection's name (``DOCVEC_COLLECTION``), as error messages name it.
+
     Errors: connection problems raise :class:`app.errors.VectorStoreUnavailable` (transient);
     a vector size other than the collection's raises :class:`app.errors.DimensionMismatch`.
     """
@@ -182,32 +253,64 @@ class VectorStore(ABC):
     #: Short name shown in status output: ``qdrant``, ``qdrant-edge`` or ``pgvector``.
     name: str = ""
 
-    @abstractmethod
+    def __init__(self, *, collection: str) -> None:
+        self.collection = collection
+        #: The collection's vector size once ``ensure_collection`` ran here (None: not known, and
+        #: the store's own refusal of a wrong size is the check).
+        self._dimension: int | None = None
+
+    # -- collection ------------------------------------------------------------------------------
+
     def ensure_collection(self, dimension: int) -> None:
         """Create the collection for ``dimension``-sized vectors if missing (idempotent).
+
+        From then on every vector written or searched is checked against ``dimension`` before
+        it reaches the store.
 
         Raises:
             DimensionMismatch: the collection exists with another size; the message names both
                 sizes and the remedy.
         """
+        self._create_collection(dimension)
+        self._dimension = dimension
 
-    @abstractmethod
+    # -- writes ----------------------------------------------------------------------------------
+
     def upsert(self, points: Sequence[Point]) -> None:
-        """Insert or overwrite ``points`` by id (idempotent)."""
+        """Insert or overwrite ``points`` by id (idempotent); no points, no call.
 
-    @abstractmethod
+        Raises:
+            DimensionMismatch: a vector's length differs from the collection's size.
+        """
+        check_dimensions(self.collection, self._dimension, (p.vector for p in points))
+        if points:
+            self._upsert(points)
+
     def delete_document(self, document_id: uuid.UUID, *, from_chunk_index: int = 0) -> None:
         """Delete the document's points whose ``chunk_index >= from_chunk_index``.
 
         ``from_chunk_index=n`` removes the stale tail after a re-vectorized document shrank to
         n chunks.
         """
+        if self._exists():
+            self._delete(Where(document_id=document_id, from_chunk_index=from_chunk_index))
 
-    @abstractmethod
     def delete_project(self, project_id: uuid.UUID) -> None:
         """Delete every point of the project."""
+        if self._exists():
+            self._delete(Where(project_id=project_id))
 
-    @abstractmethod
+    def delete_points(self, ids: Iterable[uuid.UUID]) -> None:
+        """Delete points by id (reconcile removes orphans this way), :data:`ID_PAGE` per call;
+        unknown ids are ignored."""
+        wanted = list(ids)
+        if not wanted or not self._exists():
+            return
+        for page in batches(wanted, ID_PAGE):
+            self._delete_points(page)
+
+    # -- searches --------------------------------------------------------------------------------
+
     def search(
         self,
         project_id: uuid.UUID,
@@ -220,18 +323,29 @@ class VectorStore(ABC):
 
         ``score_threshold`` drops hits with cosine similarity below it. ``score`` and
         ``dense_score`` are the cosine similarity, ``dense_rank`` the place from 1.
-        """
 
-    @abstractmethod
+        Raises:
+            DimensionMismatch: ``vector`` has another length than the collection's size.
+        """
+        check_dimensions(self.collection, self._dimension, [vector])
+        if top_k <= 0 or not self._exists():
+            return []
+        hits = self._query_dense(project_id, vector, limit=top_k, score_threshold=score_threshold)
+        return ranked(hits, "dense")
+
     def search_lexical(self, project_id: uuid.UUID, text: str, *, top_k: int) -> list[Hit]:
         """The ``top_k`` points of ``project_id`` with the best BM25 score for ``text``.
 
         Only chunks sharing at least one term with ``text`` are returned, best first; ``score``
         is the BM25 score (positive). The IDF counts only the project's chunks, so another
         project's texts never change the ranking. A query without terms (only stop words or
-        punctuation) finds nothing. ``lexical_score``/``lexical_rank`` repeat the score and give
-        the place from 1.
+        punctuation) finds nothing, and so does a collection without a lexical side.
+        ``lexical_score``/``lexical_rank`` repeat the score and give the place from 1.
         """
+        query = query_vector(text)
+        if top_k <= 0 or not query or not self._has_lexical():
+            return []
+        return ranked(self._query_lexical(project_id, query, limit=top_k), "lexical")
 
     def search_hybrid(
         self,
@@ -249,50 +363,64 @@ class VectorStore(ABC):
         Each ranking contributes its ``max(top_k, candidates)`` best chunks; ``score_threshold``
         (cosine similarity) drops chunks from the dense ranking only, so a lexical match still
         counts. ``score`` is the fused score; see :class:`Hit` for the per-side fields.
+
+        Raises:
+            DimensionMismatch: ``vector`` has another length than the collection's size.
         """
         if top_k <= 0:
             return []
-        depth = max(top_k, candidates)
-        dense, lexical = self._hybrid_candidates(
-            project_id, vector, text, depth=depth, score_threshold=score_threshold
+        check_dimensions(self.collection, self._dimension, [vector])
+        if not self._exists():
+            return []
+        query = query_vector(text)
+        dense, lexical = self._query_both(
+            project_id,
+            vector,
+            query if query and self._has_lexical() else None,
+            limit=max(top_k, candidates),
+            score_threshold=score_threshold,
         )
         return fuse_rrf(dense, lexical, top_k=top_k, k=rrf_k)
 
-    def _hybrid_candidates(
-        self,
-        project_id: uuid.UUID,
-        vector: Sequence[float],
-        text: str,
-        *,
-        depth: int,
-        score_threshold: float | None,
-    ) -> tuple[list[Hit], list[Hit]]:
-        """The dense and the lexical ranking, ``depth`` deep each (a store may batch the two)."""
-        dense = self.search(project_id, vector, top_k=depth, score_threshold=score_threshold)
-        return dense, self.search_lexical(project_id, text, top_k=depth)
+    # -- inventory -------------------------------------------------------------------------------
 
-    @abstractmethod
     def count(
         self, *, project_id: uuid.UUID | None = None, document_id: uuid.UUID | None = None
     ) -> int:
-        """Number of points, optionally of one project or one document."""
+        """Exact number of points, optionally of one project and/or one document."""
+        if not self._exists():
+            return 0
+        return self._count(Where(project_id=project_id, document_id=document_id))
 
-    @abstractmethod
     def point_ids(self, *, document_ids: Iterable[uuid.UUID] | None = None) -> set[uuid.UUID]:
-        """Ids of all points, or of the given documents' points (for reconcile and tests)."""
+        """Ids of all points, or of the given documents' points (an empty iterable gives none).
 
-    @abstractmethod
+        The documents are asked for :data:`ID_PAGE` at a time.
+        """
+        if not self._exists():
+            return set()
+        if document_ids is None:
+            return self._ids(Where())
+        ids: set[uuid.UUID] = set()
+        for page in batches(list(document_ids), ID_PAGE):
+            ids |= self._ids(Where(document_ids=tuple(page)))
+        return ids
+
     def points_without_lexical(self) -> set[uuid.UUID]:
         """Ids of points that have a dense vector but no lexical side.
 
         Points written by docvec always have both (a chunk without terms has an empty lexical
-        side); points written before the lexical index existed have none until re-vectorized.
-        ``reconcile`` reports them (DESIGN §2, invariant 6).
+        side); points written before the lexical index existed have none until re-vectorized,
+        and in a collection without a lexical side that is every point. ``reconcile`` reports
+        them (DESIGN §2, invariant 6).
         """
+        if not self._exists():
+            return set()
+        if not self._has_lexical():
+            return self._ids(Where())
+        return self._ids(Where(without_lexical=True))
 
-    @abstractmethod
-    def delete_points(self, ids: Iterable[uuid.UUID]) -> None:
-        """Delete points by id (reconcile removes orphans this way); unknown ids are ignored."""
+    # -- the store's own -------------------------------------------------------------------------
 
     @abstractmethod
     def ping(self) -> None:
@@ -309,3 +437,82 @@ class VectorStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and locks."""
+
+    # -- primitives ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _create_collection(self, dimension: int) -> None:
+        """Create the collection for ``dimension``-sized cosine vectors and its lexical side and
+        indexes, or check the existing one (idempotent).
+
+        Raises:
+            DimensionMismatch: the collection exists with another size, or docvec did not make it.
+        """
+
+    @abstractmethod
+    def _exists(self) -> bool:
+        """Whether the collection exists (reads and deletes on a store never written are no-ops)."""
+
+    def _has_lexical(self) -> bool:
+        """Whether the collection exists and has its lexical side (here: whenever it exists).
+
+        A store whose collections made before the lexical index lack it answers for itself.
+        """
+        return self._exists()
+
+    @abstractmethod
+    def _upsert(self, points: Sequence[Point]) -> None:
+        """Write ``points`` (at least one, vectors checked), each point whole: its dense vector and
+        its lexical side together, so an overwrite leaves no stale terms."""
+
+    @abstractmethod
+    def _delete(self, where: Where) -> None:
+        """Delete the points ``where`` selects (the collection exists)."""
+
+    @abstractmethod
+    def _delete_points(self, ids: Sequence[uuid.UUID]) -> None:
+        """Delete points by id (1 to :data:`ID_PAGE` of them; the collection exists)."""
+
+    @abstractmethod
+    def _query_dense(
+        self,
+        project_id: uuid.UUID,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        score_threshold: float | None,
+    ) -> list[Hit]:
+        """The ``limit`` (>= 1) points of ``project_id`` nearest to ``vector`` by cosine with a
+        similarity of at least ``score_threshold``, best first; ``score`` is the similarity."""
+
+    @abstractmethod
+    def _query_lexical(
+        self, project_id: uuid.UUID, query: LexicalVector, *, limit: int
+    ) -> list[Hit]:
+        """The ``limit`` (>= 1) points of ``project_id`` with the best BM25 score for ``query``
+        (at least one term; the collection has its lexical side), best first, the IDF over the
+        project's points only; ``score`` is the BM25 score."""
+
+    def _query_both(
+        self,
+        project_id: uuid.UUID,
+        vector: Sequence[float],
+        query: LexicalVector | None,
+        *,
+        limit: int,
+        score_threshold: float | None,
+    ) -> tuple[list[Hit], list[Hit]]:
+        """The dense and the lexical ranking, ``limit`` deep each, for a hybrid search (the
+        collection exists); ``query`` None: no lexical ranking. A store may batch the two."""
+        dense = self._query_dense(project_id, vector, limit=limit, score_threshold=score_threshold)
+        if query is None:
+            return dense, []
+        return dense, self._query_lexical(project_id, query, limit=limit)
+
+    @abstractmethod
+    def _count(self, where: Where) -> int:
+        """Exact number of the points ``where`` selects (the collection exists)."""
+
+    @abstractmethod
+    def _ids(self, where: Where) -> set[uuid.UUID]:
+        """Ids of the points ``where`` selects (the collection exists)."""

@@ -3,18 +3,17 @@
 Qdrant Edge (PyPI ``qdrant-edge-py``, module ``qdrant_edge``; labelled beta, so pinned exactly)
 runs the segments, indexes and write-ahead log of a Qdrant shard in-process, without a server.
 It has no collections: a shard is a folder, so the collection ``C`` lives in ``{path}/C``. The
-shard holds what a ``QdrantStore`` collection holds: the dense vector (unnamed, cosine, size fixed
-at creation), the sparse vector ``bm25`` with the IDF modifier, and the payload ``project_id``,
-``document_id`` (UUID strings), ``chunk_index`` (int) and ``file_name``, with keyword indexes on
-the two ids and an integer index on ``chunk_index`` so that filtered searches and deletes read
-the indexes. Every query carries a ``project_id`` filter (DESIGN §2, invariant 5).
+shard holds what a ``QdrantStore`` collection holds (:mod:`app.vectorstore.payload`), with keyword
+indexes on the two ids and an integer index on ``chunk_index`` so that filtered searches and
+deletes read the indexes; what both engines do alike is :mod:`app.vectorstore.qdrant_family`.
+Every query carries a ``project_id`` filter (DESIGN §2, invariant 5).
 
 BM25 is computed as in the other stores (:mod:`app.lexical`): the chunk's weights are written with
 its point, and the query half comes from the IDF modifier with the statistics restricted to the
-searched project's points (``SearchParams(idf=IdfParams(corpus=project filter))``), so the scores
-equal ``QdrantStore``'s and ``PgVectorStore``'s. Measured on qdrant-edge-py 0.9.0: ``N`` counts
-the project's live points that have a ``bm25`` vector (an empty one counts, as pgvector counts an
-empty ``lexical``), and deleted or overwritten points leave the statistics at once.
+searched project's points, so the scores equal ``QdrantStore``'s and ``PgVectorStore``'s. ``N``
+counts the project's live points that have a ``bm25`` vector (an empty one counts, as pgvector
+counts an empty ``lexical``), and deleted or overwritten points leave the statistics at once (so
+qdrant-edge-py 0.9.0 behaves; the congruence tests hold it to that).
 
 Three properties of the engine shape this class:
 
@@ -24,12 +23,12 @@ Three properties of the engine shape this class:
   survive a killed process (it is replayed at the next open).
 - **Searchable at once, indexed on demand.** Written points are searchable immediately, by an
   exact scan of the unindexed segment. The HNSW index is built only by :meth:`EdgeStore.optimize`,
-  which blocks and holds the GIL for its whole run (bench/search.py on 2 cores: 80-150 s at 100k
-  384-dim points), so it is called after an ingest (the CLI does), never inside a request.
+  which blocks and holds the GIL for its whole run (minutes at 100k points: README, Performance),
+  so it is called after an ingest (the CLI does), never inside a request.
 - **Plain exceptions.** The engine raises ``Exception`` with a message; a wrong vector size
-  ("Vector dimension error: expected dim: N, got M", Qdrant's wording) becomes
-  :class:`~app.errors.DimensionMismatch`, a held WAL becomes ``VectorStoreLocked``, anything else
-  propagates unchanged (there is no network, so nothing here is a transient outage).
+  (Qdrant's wording) becomes :class:`~app.errors.DimensionMismatch`, a held WAL becomes
+  ``VectorStoreLocked``, anything else propagates unchanged (there is no network, so nothing here
+  is a transient outage).
 """
 
 from __future__ import annotations
@@ -39,36 +38,23 @@ import json
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import qdrant_edge as qe
+from typing_extensions import override
 
 from app.errors import DimensionMismatch, DocvecError, VectorStoreLocked
-from app.lexical import query_vector
-from app.vectorstore.base import (
-    Hit,
-    Point,
-    VectorStore,
-    check_dimensions,
-    dimension_mismatch,
-    ranked,
-)
+from app.vectorstore.base import Point, Where, dimension_mismatch
 from app.vectorstore.payload import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     LEXICAL_VECTOR,
-    hit_from,
     point_payload,
+    point_vectors,
 )
+from app.vectorstore.qdrant_family import SCROLL_PAGE, PointId, QdrantFamilyStore
 
-#: Points per update operation. The engine has no request limit; 256 bounds the Python objects
-#: built per call. Measured on 10k 384-dim points (2 cores): 256, 1024 and 2000 per operation
-#: all write ~7,100 points/s, 64 ~6,500.
-UPSERT_BATCH = 256
-#: Ids per scroll page, and document ids per ``MatchAny`` filter in :meth:`EdgeStore.point_ids`.
-SCROLL_PAGE = 1000
 #: The file ``EdgeShard.create`` writes into a shard's folder with the shard's vector config;
 #: its presence marks a folder that holds a shard.
 CONFIG_FILE = "edge_config.json"
@@ -77,8 +63,6 @@ CONFIG_FILE = "edge_config.json"
 HNSW_M = 16
 HNSW_EF_CONSTRUCT = 100
 
-#: Qdrant's own wording of a wrong vector size (the same as the server's and local mode's).
-_DIM_ERROR = re.compile(r"Vector dimension error: expected dim: (\d+), got (\d+)")
 #: The engine's wording when another open file description holds the shard's WAL lock.
 _LOCKED = re.compile(r"failed to open WAL|WouldBlock")
 #: ``EdgeShard.create``'s refusal of a folder that already holds a shard.
@@ -87,7 +71,7 @@ _EXISTS_MARKER = "already contains segment data"
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}")
 
 
-class EdgeStore(VectorStore):
+class EdgeStore(QdrantFamilyStore[qe.Filter, qe.QueryRequest]):
     """Points in one Qdrant Edge shard, the folder ``{path}/{collection}``.
 
     The shard is opened here when the folder holds one, else created by :meth:`ensure_collection`
@@ -128,13 +112,12 @@ class EdgeStore(VectorStore):
                 f"Qdrant Edge collection name {collection!r} must be a plain folder name: "
                 "letters, digits, '_', '.' and '-', not starting with '.' or '-'"
             )
-        self.collection = collection
+        super().__init__(collection=collection)
         self.folder = Path(path) / collection
         self._indexing_threshold_kb = indexing_threshold_kb
         self._full_scan_threshold_kb = full_scan_threshold_kb
         self._shard: qe.EdgeShard | None = None
         self._closed = False
-        self._dimension: int | None = None
         #: Serialises opening, creating and closing the shard (not the reads and writes).
         self._open_lock = threading.Lock()
         if self._holds_shard():
@@ -143,7 +126,8 @@ class EdgeStore(VectorStore):
 
     # -- collection ------------------------------------------------------------------------------
 
-    def ensure_collection(self, dimension: int) -> None:
+    @override
+    def _create_collection(self, dimension: int) -> None:
         """Create the shard for ``dimension``-sized cosine vectors, its ``bm25`` sparse vector
         (IDF modifier) and its payload indexes, or check the existing shard (idempotent).
 
@@ -155,7 +139,7 @@ class EdgeStore(VectorStore):
         with self._open_lock:
             self._check_open()
             if self._shard is None:
-                self._shard = self._load() if self._holds_shard() else self._create(dimension)
+                self._shard = self._load() if self._holds_shard() else self._create_shard(dimension)
             shard = self._shard
         existing = self._stored_dimension()
         if existing != dimension:
@@ -172,12 +156,16 @@ class EdgeStore(VectorStore):
                     shard.update(
                         qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Integer)
                     )
-        self._dimension = dimension
+
+    @override
+    def _exists(self) -> bool:
+        """Whether a shard exists (opened now if another store created it since)."""
+        return self._shard_or_none() is not None
 
     def _holds_shard(self) -> bool:
         return (self.folder / CONFIG_FILE).is_file()
 
-    def _create(self, dimension: int) -> qe.EdgeShard:
+    def _create_shard(self, dimension: int) -> qe.EdgeShard:
         """A new shard in ``self.folder``, or the one another store created there meanwhile."""
         optimizers = hnsw = None
         if self._indexing_threshold_kb is not None:
@@ -247,68 +235,68 @@ class EdgeStore(VectorStore):
             )
         return size
 
-    # -- writes ----------------------------------------------------------------------------------
+    # -- the engine's calls ----------------------------------------------------------------------
 
-    def upsert(self, points: Sequence[Point]) -> None:
-        """Insert or overwrite ``points`` by id, ``UPSERT_BATCH`` per update operation.
-
-        Each point is written whole, its dense vector and its ``bm25`` vector together, so an
-        overwrite replaces both. A returned call is in the WAL: it survives a killed process.
+    @override
+    def _write(self, points: Sequence[Point]) -> None:
+        """One update operation; a returned call is in the WAL, so it survives a killed process.
 
         Raises:
-            DimensionMismatch: a vector's length differs from the shard's size.
             RuntimeError: no shard yet (``ensure_collection`` was never called on this folder).
         """
-        check_dimensions(self.collection, self._dimension, (p.vector for p in points))
-        if not points:
-            return
-        shard = self._require_shard()
-        with self._call("upsert points"):
-            for start in range(0, len(points), UPSERT_BATCH):
-                batch = points[start : start + UPSERT_BATCH]
-                shard.update(qe.UpdateOperation.upsert_points([_point(p) for p in batch]))
+        self._require_shard().update(qe.UpdateOperation.upsert_points([_point(p) for p in points]))
 
-    def delete_document(self, document_id: uuid.UUID, *, from_chunk_index: int = 0) -> None:
-        """Delete the document's points with ``chunk_index >= from_chunk_index``."""
-        shard = self._shard_or_none()
-        if shard is None:
-            return
-        selector = qe.Filter(
-            must=[
-                _match("document_id", document_id),
-                qe.FieldCondition(key="chunk_index", range=qe.RangeFloat(gte=from_chunk_index)),
-            ]
-        )
-        with self._call("delete a document's points"):
-            shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
-
-    def delete_points(self, ids: Iterable[uuid.UUID]) -> None:
-        """Delete points by id, ``SCROLL_PAGE`` per operation; unknown ids are ignored."""
-        wanted: list[qe.PointId] = [str(i) for i in ids]
-        shard = self._shard_or_none() if wanted else None
-        if shard is None:
-            return
+    @override
+    def _delete(self, where: Where) -> None:
+        operation = qe.UpdateOperation.delete_points_by_filter(self._filter(where))
         with self._call("delete points"):
-            for start in range(0, len(wanted), SCROLL_PAGE):
-                shard.update(qe.UpdateOperation.delete_points(wanted[start : start + SCROLL_PAGE]))
+            self._require_shard().update(operation)
 
-    def delete_project(self, project_id: uuid.UUID) -> None:
-        """Delete every point of the project."""
-        shard = self._shard_or_none()
-        if shard is None:
-            return
-        with self._call("delete a project's points"):
-            shard.update(qe.UpdateOperation.delete_points_by_filter(_project(project_id)))
+    @override
+    def _delete_points(self, ids: Sequence[uuid.UUID]) -> None:
+        wanted: list[qe.PointId] = [str(i) for i in ids]
+        with self._call("delete points"):
+            self._require_shard().update(qe.UpdateOperation.delete_points(wanted))
 
+    @override
+    def _run(self, requests: Sequence[qe.QueryRequest]) -> list[list[qe.ScoredPoint]]:
+        """One request by ``query``, several as one planned batch (``query_batch``). The project
+        filter is applied by the engine inside the vector search (through the ``project_id``
+        index), never afterwards; exact before :meth:`optimize` builds an index."""
+        shard = self._require_shard()
+        if len(requests) == 1:
+            return [shard.query(requests[0])]
+        return shard.query_batch(qe.QueryBatchRequest(list(requests)))
+
+    @override
+    def _count(self, where: Where) -> int:
+        request = qe.CountRequest(exact=True, filter=self._selection(where))
+        with self._call("count points"):
+            return int(self._require_shard().count(request))
+
+    @override
+    def _scroll(
+        self, selection: qe.Filter | None, offset: PointId | None
+    ) -> tuple[list[qe.Record], PointId | None]:
+        return self._require_shard().scroll(
+            qe.ScrollRequest(
+                offset=offset,
+                limit=SCROLL_PAGE,
+                filter=selection,
+                with_payload=False,
+                with_vector=False,
+            )
+        )
+
+    @override
     def optimize(self) -> None:
         """Build the HNSW index of the segments that reached the indexing threshold, merge
         small segments and drop deleted points; blocks until the engine has nothing left to do.
 
-        Holds the GIL for its whole run (every other thread of the process waits): 80-150 s for
-        100k 384-dim points on 2 cores, measured with bench/search.py. Call it after an ingest,
-        never while serving requests. Points and search results stay the same; filtered
-        searches over more than the full-scan threshold get faster (at 100k points, from a scan
-        of the project's points to a p95 of a few milliseconds).
+        Holds the GIL for its whole run (every other thread of the process waits), for minutes at
+        100k points (README, Performance). Call it after an ingest, never while serving requests.
+        Points and search results stay the same; filtered searches over more than the full-scan
+        threshold get faster (an HNSW walk instead of a scan of the project's points).
         """
         shard = self._shard_or_none()
         if shard is None:
@@ -316,120 +304,7 @@ class EdgeStore(VectorStore):
         with self._call("optimize"):
             shard.optimize()
 
-    # -- reads -----------------------------------------------------------------------------------
-
-    def search(
-        self,
-        project_id: uuid.UUID,
-        vector: Sequence[float],
-        *,
-        top_k: int,
-        score_threshold: float | None = None,
-    ) -> list[Hit]:
-        """The ``top_k`` points of ``project_id`` nearest to ``vector`` by cosine, best first.
-
-        The project filter is applied by the engine inside the vector search (through the
-        ``project_id`` index), never afterwards. Exact before :meth:`optimize` builds an index.
-
-        Raises:
-            DimensionMismatch: ``vector`` has another length than the shard's size.
-        """
-        check_dimensions(self.collection, self._dimension, [vector])
-        shard = self._shard_or_none()
-        if top_k <= 0 or shard is None:
-            return []
-        with self._call("search"):
-            found = shard.query(_dense_request(project_id, vector, top_k, score_threshold))
-        return ranked([_hit(p) for p in found], "dense")
-
-    def search_lexical(self, project_id: uuid.UUID, text: str, *, top_k: int) -> list[Hit]:
-        """The ``top_k`` points of ``project_id`` with the best BM25 score for ``text``.
-
-        The IDF is computed by the engine over the project's live points only (a corpus
-        filter), so other projects and deleted points never change the ranking.
-        """
-        request = _lexical_request(project_id, text, top_k)
-        shard = self._shard_or_none() if request is not None else None
-        if request is None or shard is None:
-            return []
-        with self._call("search"):
-            found = shard.query(request)
-        return ranked([_hit(p) for p in found], "lexical")
-
-    def _hybrid_candidates(
-        self,
-        project_id: uuid.UUID,
-        vector: Sequence[float],
-        text: str,
-        *,
-        depth: int,
-        score_threshold: float | None,
-    ) -> tuple[list[Hit], list[Hit]]:
-        """Both rankings as one planned batch (``query_batch``), fused by the base class."""
-        check_dimensions(self.collection, self._dimension, [vector])
-        shard = self._shard_or_none()
-        if shard is None:
-            return [], []
-        requests = [_dense_request(project_id, vector, depth, score_threshold)]
-        lexical = _lexical_request(project_id, text, depth)
-        if lexical is not None:
-            requests.append(lexical)
-        with self._call("search"):
-            results = shard.query_batch(qe.QueryBatchRequest(requests))
-        dense = ranked([_hit(p) for p in results[0]], "dense")
-        if lexical is None:
-            return dense, []
-        return dense, ranked([_hit(p) for p in results[1]], "lexical")
-
-    def count(
-        self, *, project_id: uuid.UUID | None = None, document_id: uuid.UUID | None = None
-    ) -> int:
-        """Exact number of points, optionally of one project and/or one document."""
-        shard = self._shard_or_none()
-        if shard is None:
-            return 0
-        conditions: list[Any] = []
-        if project_id is not None:
-            conditions.append(_match("project_id", project_id))
-        if document_id is not None:
-            conditions.append(_match("document_id", document_id))
-        with self._call("count points"):
-            return int(
-                shard.count(
-                    qe.CountRequest(
-                        exact=True, filter=qe.Filter(must=conditions) if conditions else None
-                    )
-                )
-            )
-
-    def point_ids(self, *, document_ids: Iterable[uuid.UUID] | None = None) -> set[uuid.UUID]:
-        """Ids of all points, or of the given documents' points (an empty iterable gives none)."""
-        shard = self._shard_or_none()
-        if shard is None:
-            return set()
-        if document_ids is None:
-            return self._scroll_ids(shard, None)
-        wanted = [str(d) for d in document_ids]
-        ids: set[uuid.UUID] = set()
-        for start in range(0, len(wanted), SCROLL_PAGE):
-            chunk = wanted[start : start + SCROLL_PAGE]
-            ids |= self._scroll_ids(
-                shard,
-                qe.Filter(must=[qe.FieldCondition(key="document_id", match=qe.MatchAny(chunk))]),
-            )
-        return ids
-
-    def points_without_lexical(self) -> set[uuid.UUID]:
-        """Ids of points without the ``bm25`` vector.
-
-        docvec writes ``bm25`` with every point (empty for a chunk without terms), so this finds
-        only points another writer put in the shard.
-        """
-        shard = self._shard_or_none()
-        if shard is None:
-            return set()
-        return self._scroll_ids(shard, qe.Filter(must_not=[qe.HasVectorCondition(LEXICAL_VECTOR)]))
-
+    @override
     def ping(self) -> None:
         """Read the shard's info (nothing to reach before the shard exists).
 
@@ -441,6 +316,7 @@ class EdgeStore(VectorStore):
             with self._call("read the shard's info"):
                 shard.info()
 
+    @override
     def close(self) -> None:
         """Flush the segments and release the folder's lock (idempotent)."""
         with self._open_lock:
@@ -449,7 +325,74 @@ class EdgeStore(VectorStore):
         if shard is not None:
             shard.close()
 
-    # -- internals -------------------------------------------------------------------------------
+    # -- the library's spelling ------------------------------------------------------------------
+
+    @override
+    def _filter(self, where: Where) -> qe.Filter:
+        must: list[qe.ConditionType] = [
+            qe.FieldCondition(key=key, match=qe.MatchValue(str(value)))
+            for key, value in where.equals()
+        ]
+        if where.document_ids is not None:
+            any_of = qe.MatchAny([str(d) for d in where.document_ids])
+            must.append(qe.FieldCondition(key="document_id", match=any_of))
+        if where.from_chunk_index is not None:
+            at_least = qe.RangeFloat(gte=where.from_chunk_index)
+            must.append(qe.FieldCondition(key="chunk_index", range=at_least))
+        lacking: list[qe.ConditionType] | None = None
+        if where.without_lexical:
+            lacking = [qe.HasVectorCondition(LEXICAL_VECTOR)]
+        return qe.Filter(must=must or None, must_not=lacking)
+
+    @override
+    def _dense_request(
+        self,
+        project: qe.Filter,
+        vector: Sequence[float],
+        limit: int,
+        score_threshold: float | None,
+    ) -> qe.QueryRequest:
+        return qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest([float(x) for x in vector]),
+            filter=project,
+            score_threshold=score_threshold,
+            with_payload=True,
+            with_vector=False,
+        )
+
+    @override
+    def _lexical_request(
+        self, project: qe.Filter, indices: list[int], values: list[float], limit: int
+    ) -> qe.QueryRequest:
+        terms = qe.SparseVector(indices=indices, values=values)
+        return qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(terms, using=LEXICAL_VECTOR),
+            filter=project,
+            params=qe.SearchParams(idf=qe.IdfParams(corpus=project)),
+            with_payload=True,
+            with_vector=False,
+        )
+
+    @override
+    @contextlib.contextmanager
+    def _call(self, action: str) -> Iterator[None]:
+        """Turn the engine's wrong-vector-size error into :class:`DimensionMismatch`.
+
+        The engine raises plain ``Exception``; every other one propagates unchanged.
+        """
+        try:
+            yield
+        except DocvecError:
+            raise
+        except Exception as exc:
+            mismatch = self._dimension_error(str(exc))
+            if mismatch is not None:
+                raise mismatch from exc
+            raise
+
+    # -- the shard -------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
@@ -474,93 +417,12 @@ class EdgeStore(VectorStore):
             )
         return shard
 
-    def _scroll_ids(self, shard: qe.EdgeShard, where: qe.Filter | None) -> set[uuid.UUID]:
-        ids: set[uuid.UUID] = set()
-        offset: qe.PointId | None = None
-        with self._call("list point ids"):
-            while True:
-                records, offset = shard.scroll(
-                    qe.ScrollRequest(
-                        offset=offset,
-                        limit=SCROLL_PAGE,
-                        filter=where,
-                        with_payload=False,
-                        with_vector=False,
-                    )
-                )
-                ids.update(uuid.UUID(str(r.id)) for r in records)
-                if offset is None:
-                    return ids
-
-    @contextlib.contextmanager
-    def _call(self, action: str) -> Iterator[None]:
-        """Turn the engine's wrong-vector-size error into :class:`DimensionMismatch`.
-
-        The engine raises plain ``Exception``; every other one propagates unchanged.
-        """
-        try:
-            yield
-        except DocvecError:
-            raise
-        except Exception as exc:
-            found = _DIM_ERROR.search(str(exc))
-            if found:
-                existing, wanted = int(found.group(1)), int(found.group(2))
-                raise dimension_mismatch(self.collection, existing, wanted) from exc
-            raise
-
 
 def _point(point: Point) -> qe.Point:
     """The engine's point: unnamed dense vector, ``bm25`` sparse vector (empty if no terms)."""
-    indices, values = point.lexical().sparse()
-    vectors: dict[str, Any] = {
-        "": list(point.vector),
-        LEXICAL_VECTOR: qe.SparseVector(indices=indices, values=values),
-    }
-    return qe.Point(id=str(point.id), vector=vectors, payload=point_payload(point))
-
-
-def _project(project_id: uuid.UUID) -> qe.Filter:
-    return qe.Filter(must=[_match("project_id", project_id)])
-
-
-def _dense_request(
-    project_id: uuid.UUID, vector: Sequence[float], limit: int, score_threshold: float | None
-) -> qe.QueryRequest:
-    return qe.QueryRequest(
-        limit=limit,
-        query=qe.Query.Nearest([float(x) for x in vector]),
-        filter=_project(project_id),
-        score_threshold=score_threshold,
-        with_payload=True,
-        with_vector=False,
+    return qe.Point(
+        id=str(point.id), vector=point_vectors(point, qe.SparseVector), payload=point_payload(point)
     )
-
-
-def _lexical_request(project_id: uuid.UUID, text: str, limit: int) -> qe.QueryRequest | None:
-    """A BM25 query, or None when ``text`` has no terms or ``limit`` is 0."""
-    indices, values = query_vector(text).sparse()
-    if not indices or limit <= 0:
-        return None
-    project = _project(project_id)
-    terms = qe.SparseVector(indices=indices, values=values)
-    return qe.QueryRequest(
-        limit=limit,
-        query=qe.Query.Nearest(terms, using=LEXICAL_VECTOR),
-        filter=project,
-        # IDF over the project's own points: other projects neither leak into nor skew it.
-        params=qe.SearchParams(idf=qe.IdfParams(corpus=project)),
-        with_payload=True,
-        with_vector=False,
-    )
-
-
-def _match(key: str, value: uuid.UUID) -> qe.FieldCondition:
-    return qe.FieldCondition(key=key, match=qe.MatchValue(str(value)))
-
-
-def _hit(point: qe.ScoredPoint) -> Hit:
-    return hit_from(point.id, point.score, point.payload)
 
 
 __all__ = ["EdgeStore"]

@@ -10,11 +10,13 @@ keywords and ``chunk_index`` as an integer, so filtered searches and deletes rea
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from app.vectorstore.base import Hit, Point
 
+#: Name of the dense vector: unnamed, as in collections made before the lexical index.
+DENSE_VECTOR = ""
 #: Name of the sparse vector holding a point's BM25 term weights.
 LEXICAL_VECTOR = "bm25"
 #: Payload fields indexed as keywords (every query filters on ``project_id``).
@@ -30,6 +32,16 @@ def point_payload(point: Point) -> dict[str, object]:
         "document_id": str(point.document_id),
         "chunk_index": int(point.chunk_index),
         "file_name": point.file_name,
+    }
+
+
+def point_vectors(point: Point, sparse_vector: Callable[..., object]) -> dict[str, Any]:
+    """The point's vectors: the dense one and its BM25 weights (empty if the text has no terms)
+    as ``sparse_vector(indices=..., values=...)``, the library's sparse-vector class."""
+    indices, values = point.lexical().sparse()
+    return {
+        DENSE_VECTOR: list(point.vector),
+        LEXICAL_VECTOR: sparse_vector(indices=indices, values=values),
     }
 
 

@@ -21,22 +21,25 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
+from typing_extensions import override
 
+from app.db.session import normalize_url
 from app.errors import PermanentError, VectorStoreUnavailable
-from app.lexical import query_vector
+from app.lexical import LexicalVector
 from app.vectorstore.base import (
     Hit,
     Point,
     VectorStore,
-    check_dimensions,
+    Where,
+    batches,
     dimension_mismatch,
-    ranked,
+    parse_dimension_error,
 )
 
 #: Rows per executemany batch: bounds the memory of one batch of parameters (256 x 3072 floats as
@@ -56,18 +59,6 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,47}")
 _NO_EXTENSION = {"58P01", "0A000", "42501"}
 #: pgvector's wording of a wrong vector size ("expected 3 dimensions, not 2").
 _DIM_ERROR = re.compile(r"expected (\d+) dimensions, not (\d+)")
-
-
-def sqlalchemy_url(url: str) -> str:
-    """``url`` with the psycopg 3 driver named, as SQLAlchemy needs it.
-
-    ``postgresql://`` and ``postgres://`` (as libpq, pgserver and most hosts write them) become
-    ``postgresql+psycopg://``; a URL naming a driver is kept as it is.
-    """
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
 
 
 class PgVectorStore(VectorStore):
@@ -94,24 +85,25 @@ class PgVectorStore(VectorStore):
                 f"pgvector table name {table!r} must be letters, digits and '_' "
                 "(not starting with a digit), at most 48 characters"
             )
+        super().__init__(collection=table)
         self.table = table
         self._q = f'"{table}"'  # quoted, so mixed case survives
         self._engine = sa.create_engine(
-            sqlalchemy_url(url),
+            normalize_url(url),
             pool_size=pool_size,
             # A connection dropped by a database restart is replaced instead of failing a task.
             pool_pre_ping=True,
             connect_args={"connect_timeout": max(1, round(connect_timeout_s))},
         )
         self._where = f"PostgreSQL at {self._engine.url.render_as_string(hide_password=True)}"
-        self._dimension: int | None = None
         #: Whether the table has the ``lexical`` column (None: not looked up yet).
         self._lexical: bool | None = None
         self._iterative_scan: bool | None = None
 
     # -- collection ------------------------------------------------------------------------------
 
-    def ensure_collection(self, dimension: int) -> None:
+    @override
+    def _create_collection(self, dimension: int) -> None:
         """Create the extension, the table for ``dimension``-sized vectors and its indexes.
 
         Idempotent. The DDL runs under a transaction-scoped advisory lock keyed by the table name,
@@ -166,11 +158,10 @@ class PgVectorStore(VectorStore):
             conn.execute(
                 sa.text(f'CREATE INDEX IF NOT EXISTS "{t}_lexical_idx" ON {q} USING gin (lexical)')
             )
-        self._dimension = dimension
         self._lexical = True
 
+    @override
     def _exists(self) -> bool:
-        """Whether the table exists (reads and deletes on a store never written are no-ops)."""
         if self._dimension is not None:
             return True
         with self._connect("look up the table") as conn:
@@ -178,6 +169,7 @@ class PgVectorStore(VectorStore):
                 conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": self._q}).scalar()
             )
 
+    @override
     def _has_lexical(self) -> bool:
         """Whether the table exists and has the ``lexical`` column."""
         if self._lexical:
@@ -199,18 +191,16 @@ class PgVectorStore(VectorStore):
 
     # -- writes ----------------------------------------------------------------------------------
 
-    def upsert(self, points: Sequence[Point]) -> None:
-        """Insert or overwrite ``points`` by id, all in one transaction.
+    @override
+    def _upsert(self, points: Sequence[Point]) -> None:
+        """Insert or overwrite ``points`` by id, all in one transaction, ``UPSERT_BATCH`` rows per
+        executemany.
 
         The embedding and the lexical terms of a point are one row, written by one statement.
 
         Raises:
-            DimensionMismatch: a vector's length differs from the table's size.
             VectorStoreUnavailable: PostgreSQL cannot be reached (nothing was written).
         """
-        check_dimensions(self.table, self._dimension, (p.vector for p in points))
-        if not points:
-            return
         statement = sa.text(
             f"INSERT INTO {self._q} "
             "(id, project_id, document_id, chunk_index, file_name, embedding, lexical) "
@@ -222,7 +212,7 @@ class PgVectorStore(VectorStore):
             "lexical = EXCLUDED.lexical"
         )
         with self._connect("upsert points") as conn:
-            for start in range(0, len(points), UPSERT_BATCH):
+            for batch in batches(points, UPSERT_BATCH):
                 conn.execute(
                     statement,
                     [
@@ -235,72 +225,56 @@ class PgVectorStore(VectorStore):
                             "embedding": _vector_text(p.vector),
                             "lexical": json.dumps(p.lexical().weights, ensure_ascii=False),
                         }
-                        for p in points[start : start + UPSERT_BATCH]
+                        for p in batch
                     ],
                 )
 
-    def delete_document(self, document_id: uuid.UUID, *, from_chunk_index: int = 0) -> None:
-        """Delete the document's points with ``chunk_index >= from_chunk_index``."""
-        if not self._exists():
-            return
-        with self._connect("delete a document's points") as conn:
-            conn.execute(
-                sa.text(f"DELETE FROM {self._q} WHERE document_id = :d AND chunk_index >= :n"),
-                {"d": document_id, "n": from_chunk_index},
-            )
-
-    def delete_points(self, ids: Iterable[uuid.UUID]) -> None:
-        """Delete points by id."""
-        wanted = list(ids)
-        if not wanted or not self._exists():
-            return
+    @override
+    def _delete(self, where: Where) -> None:
+        condition, params = _sql_where(where)
         with self._connect("delete points") as conn:
-            conn.execute(sa.text(f"DELETE FROM {self._q} WHERE id = ANY(:ids)"), {"ids": wanted})
+            conn.execute(sa.text(f"DELETE FROM {self._q}{condition}"), params)
 
-    def delete_project(self, project_id: uuid.UUID) -> None:
-        """Delete every point of the project."""
-        if not self._exists():
-            return
-        with self._connect("delete a project's points") as conn:
-            conn.execute(sa.text(f"DELETE FROM {self._q} WHERE project_id = :p"), {"p": project_id})
+    @override
+    def _delete_points(self, ids: Sequence[uuid.UUID]) -> None:
+        with self._connect("delete points") as conn:
+            conn.execute(sa.text(f"DELETE FROM {self._q} WHERE id = ANY(:ids)"), {"ids": list(ids)})
 
     # -- reads -----------------------------------------------------------------------------------
 
-    def search(
+    @override
+    def _query_dense(
         self,
         project_id: uuid.UUID,
         vector: Sequence[float],
         *,
-        top_k: int,
-        score_threshold: float | None = None,
+        limit: int,
+        score_threshold: float | None,
     ) -> list[Hit]:
-        """The ``top_k`` points of ``project_id`` nearest to ``vector`` by cosine, best first.
+        """The ``limit`` points of ``project_id`` nearest to ``vector`` by cosine, best first.
 
         The HNSW index is approximate and, before pgvector 0.8, filters *after* collecting
         ``hnsw.ef_search`` candidates: when the project is a small part of the table the index
-        can yield fewer than ``top_k`` rows of it. Then the query is repeated as an exact scan
-        of the project's rows (through the ``project_id`` index), so ``top_k`` is honoured.
+        can yield fewer than ``limit`` rows of it. Then the query is repeated as an exact scan
+        of the project's rows (through the ``project_id`` index), so ``limit`` is honoured.
+        ``score_threshold`` is applied to the rows found.
 
         Raises:
-            DimensionMismatch: ``vector`` has another length than the table's size.
             VectorStoreUnavailable: PostgreSQL cannot be reached.
         """
-        check_dimensions(self.table, self._dimension, [vector])
-        if top_k <= 0 or not self._exists():
-            return []
         statement = sa.text(
             "SELECT id, project_id, document_id, chunk_index, file_name, "
             "1 - (embedding <=> CAST(:q AS vector)) AS score "
             f"FROM {self._q} WHERE project_id = :p "
             "ORDER BY embedding <=> CAST(:q AS vector) LIMIT :k"
         )
-        params = {"q": _vector_text(vector), "p": project_id, "k": top_k}
+        params = {"q": _vector_text(vector), "p": project_id, "k": limit}
         with self._connect("search") as conn:
-            self._set(conn, "hnsw.ef_search", min(EF_SEARCH_MAX, max(EF_SEARCH_DEFAULT, top_k)))
+            self._set(conn, "hnsw.ef_search", min(EF_SEARCH_MAX, max(EF_SEARCH_DEFAULT, limit)))
             if self._supports_iterative_scan(conn):
                 self._set(conn, "hnsw.iterative_scan", "strict_order")
             rows = conn.execute(statement, params).all()
-            if len(rows) < top_k:
+            if len(rows) < limit:
                 # Exact fallback: HNSW cannot serve bitmap scans, so with plain index scans off
                 # the planner reads the project's rows through the project_id btree and sorts.
                 self._set(conn, "enable_indexscan", "off")
@@ -308,10 +282,13 @@ class PgVectorStore(VectorStore):
         hits = [_hit(row) for row in rows]
         if score_threshold is not None:
             hits = [h for h in hits if h.score >= score_threshold]
-        return ranked(hits, "dense")
+        return hits
 
-    def search_lexical(self, project_id: uuid.UUID, text: str, *, top_k: int) -> list[Hit]:
-        """The ``top_k`` points of ``project_id`` with the best BM25 score for ``text``.
+    @override
+    def _query_lexical(
+        self, project_id: uuid.UUID, query: LexicalVector, *, limit: int
+    ) -> list[Hit]:
+        """The ``limit`` points of ``project_id`` with the best BM25 score for ``query``.
 
         One statement: the GIN index finds the project's rows holding a query term and counts
         each term's ``df``; ``N`` counts the project's rows that have a lexical side. Ties are
@@ -320,10 +297,8 @@ class PgVectorStore(VectorStore):
         Raises:
             VectorStoreUnavailable: PostgreSQL cannot be reached.
         """
-        weights = query_vector(text).weights
-        if top_k <= 0 or not weights or not self._has_lexical():
-            return []
-        q = self._q
+        weights = query.weights
+        table = self._q
         # One pass over the project's rows holding a query term (GIN index on ?|): each row's
         # weights of those terms (jsonb_each: the row's jsonb is read once), from which come
         # each term's df and each row's score.
@@ -334,10 +309,10 @@ class PgVectorStore(VectorStore):
             " hits AS MATERIALIZED ("
             "  SELECT c.id, c.project_id, c.document_id, c.chunk_index, c.file_name,"
             "   e.key AS term, CAST(e.value AS float8) AS weight"
-            f"  FROM {q} AS c CROSS JOIN LATERAL jsonb_each_text(c.lexical) AS e"
+            f"  FROM {table} AS c CROSS JOIN LATERAL jsonb_each_text(c.lexical) AS e"
             "  WHERE c.project_id = :p AND c.lexical ?| CAST(:terms AS text[])"
             "   AND e.key = ANY(CAST(:terms AS text[]))),"
-            f" corpus AS (SELECT count(*)::float8 AS n FROM {q}"
+            f" corpus AS (SELECT count(*)::float8 AS n FROM {table}"
             "  WHERE project_id = :p AND lexical IS NOT NULL),"
             " idf AS ("
             "  SELECT query.term, query.n * ln(1 + (corpus.n - d.df + 0.5) / (d.df + 0.5)) AS w"
@@ -354,65 +329,37 @@ class PgVectorStore(VectorStore):
             "terms": list(weights),
             "counts": list(weights.values()),
             "p": project_id,
-            "k": top_k,
+            "k": limit,
         }
         with self._connect("search") as conn:
             rows = conn.execute(statement, params).all()
-        return ranked([_hit(row) for row in rows], "lexical")
+        return [_hit(row) for row in rows]
 
-    def count(
-        self, *, project_id: uuid.UUID | None = None, document_id: uuid.UUID | None = None
-    ) -> int:
-        """Exact number of points, optionally of one project and/or one document."""
-        if not self._exists():
-            return 0
-        where: list[str] = []
-        params: dict[str, uuid.UUID] = {}
-        if project_id is not None:
-            where.append("project_id = :p")
-            params["p"] = project_id
-        if document_id is not None:
-            where.append("document_id = :d")
-            params["d"] = document_id
-        sql = f"SELECT count(*) FROM {self._q}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+    @override
+    def _count(self, where: Where) -> int:
+        condition, params = _sql_where(where)
         with self._connect("count points") as conn:
-            return int(conn.execute(sa.text(sql), params).scalar_one())
-
-    def point_ids(self, *, document_ids: Iterable[uuid.UUID] | None = None) -> set[uuid.UUID]:
-        """Ids of all points, or of the given documents' points (an empty iterable gives none)."""
-        if not self._exists():
-            return set()
-        with self._connect("list point ids") as conn:
-            if document_ids is None:
-                result = conn.execute(sa.text(f"SELECT id FROM {self._q}"))
-            else:
-                wanted = list(document_ids)
-                if not wanted:
-                    return set()
-                result = conn.execute(
-                    sa.text(f"SELECT id FROM {self._q} WHERE document_id = ANY(:ds)"),
-                    {"ds": wanted},
-                )
-            return set(result.scalars())
-
-    def points_without_lexical(self) -> set[uuid.UUID]:
-        """Ids of rows whose ``lexical`` is NULL (written before the lexical index)."""
-        if not self._exists():
-            return set()
-        if not self._has_lexical():
-            return self.point_ids()
-        with self._connect("list point ids") as conn:
-            return set(
-                conn.execute(sa.text(f"SELECT id FROM {self._q} WHERE lexical IS NULL")).scalars()
+            return int(
+                conn.execute(
+                    sa.text(f"SELECT count(*) FROM {self._q}{condition}"), params
+                ).scalar_one()
             )
 
+    @override
+    def _ids(self, where: Where) -> set[uuid.UUID]:
+        condition, params = _sql_where(where)
+        with self._connect("list point ids") as conn:
+            return set(
+                conn.execute(sa.text(f"SELECT id FROM {self._q}{condition}"), params).scalars()
+            )
+
+    @override
     def ping(self) -> None:
         """Raise :class:`VectorStoreUnavailable` unless PostgreSQL answers ``SELECT 1``."""
         with self._connect("ping") as conn:
             conn.execute(sa.text("SELECT 1"))
 
+    @override
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
@@ -438,10 +385,9 @@ class PgVectorStore(VectorStore):
                 raise VectorStoreUnavailable(
                     f"{self._where} dropped the connection ({action}): {_first_line(exc)}"
                 ) from exc
-            found = _DIM_ERROR.search(str(exc.orig))
-            if isinstance(exc, sa_exc.DataError) and found:
-                existing, wanted = int(found.group(1)), int(found.group(2))
-                raise dimension_mismatch(self.table, existing, wanted) from exc
+            mismatch = parse_dimension_error(self.table, _DIM_ERROR, str(exc.orig))
+            if isinstance(exc, sa_exc.DataError) and mismatch is not None:
+                raise mismatch from exc
             raise
 
     def _ensure_extension(self, conn: Connection) -> None:
@@ -490,6 +436,22 @@ class PgVectorStore(VectorStore):
         )
 
 
+def _sql_where(where: Where) -> tuple[str, dict[str, object]]:
+    """``where`` as a SQL ``WHERE`` clause (with its leading space; empty for ``Where()``) and its
+    parameters."""
+    clauses = [f"{column} = :{column}" for column, _ in where.equals()]
+    params: dict[str, object] = dict(where.equals())
+    if where.document_ids is not None:
+        clauses.append("document_id = ANY(:document_ids)")
+        params["document_ids"] = list(where.document_ids)
+    if where.from_chunk_index is not None:
+        clauses.append("chunk_index >= :from_chunk_index")
+        params["from_chunk_index"] = where.from_chunk_index
+    if where.without_lexical:
+        clauses.append("lexical IS NULL")
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
 def _hit(row: Any) -> Hit:
     return Hit(
         id=row.id,
@@ -517,4 +479,4 @@ def _first_line(exc: sa_exc.DBAPIError | sa_exc.SQLAlchemyError) -> str:
     return lines[0] if lines else type(orig).__name__
 
 
-__all__ = ["PgVectorStore", "sqlalchemy_url"]
+__all__ = ["PgVectorStore"]

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -36,30 +35,18 @@ from qdrant_client import models as qm
 from qdrant_client.common.client_exceptions import ResourceExhaustedResponse
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 from qdrant_client.local.qdrant_local import QdrantLocal
+from typing_extensions import override
 
 from app.errors import DimensionMismatch, VectorStoreLocked, VectorStoreUnavailable
-from app.lexical import query_vector
-from app.vectorstore.base import (
-    Hit,
-    Point,
-    VectorStore,
-    check_dimensions,
-    dimension_mismatch,
-    ranked,
-)
+from app.vectorstore.base import Point, Where, dimension_mismatch
 from app.vectorstore.payload import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     LEXICAL_VECTOR,
-    hit_from,
     point_payload,
+    point_vectors,
 )
-
-#: Points per upsert request. Qdrant's default request limit is 32 MiB; 256 points of 3072
-#: float dims as JSON stay far below it, and the batch is large enough to amortise round trips.
-UPSERT_BATCH = 256
-#: Ids per scroll page and document ids per ``MatchAny`` filter in :meth:`QdrantStore.point_ids`.
-SCROLL_PAGE = 1000
+from app.vectorstore.qdrant_family import SCROLL_PAGE, PointId, QdrantFamilyStore
 
 _LOCKED_MARKER = "already accessed by another instance"
 #: gRPC status codes that mean "try again later" rather than "this request is wrong".
@@ -69,11 +56,9 @@ _TRANSIENT_GRPC = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
 }
-#: Qdrant's own wording of a wrong vector size, both from the server (HTTP 400) and local mode.
-_DIM_ERROR = re.compile(r"Vector dimension error: expected dim: (\d+), got (\d+)")
 
 
-class QdrantStore(VectorStore):
+class QdrantStore(QdrantFamilyStore[qm.Filter, qm.QueryRequest]):
     """Points in one Qdrant collection.
 
     Args:
@@ -99,12 +84,11 @@ class QdrantStore(VectorStore):
         path: Path | None = None,
         timeout_s: float = 30,
     ) -> None:
-        self.collection = collection
-        self._dimension: int | None = None
+        super().__init__(collection=collection)
         #: Whether the collection has the sparse vector ``bm25`` (None: not looked up yet).
         self._lexical: bool | None = None
         if url:
-            self._where = f"Qdrant at {_without_credentials(url)}"
+            self._location = f"Qdrant at {_without_credentials(url)}"
             self.local = False
             # The compatibility check runs in a background thread and can only warn; it is skipped
             # so that an unreachable server surfaces as VectorStoreUnavailable from the first call.
@@ -117,7 +101,7 @@ class QdrantStore(VectorStore):
             # The remote client is thread-safe (httpx connection pool).
             self._guard: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
         elif path is not None:
-            self._where = f"Qdrant local folder {path}"
+            self._location = f"Qdrant local folder {path}"
             self.local = True
             self._client = _open_local(path)
             # Local mode's in-memory index is plain dicts and numpy arrays: one call at a time.
@@ -127,7 +111,8 @@ class QdrantStore(VectorStore):
 
     # -- collection ------------------------------------------------------------------------------
 
-    def ensure_collection(self, dimension: int) -> None:
+    @override
+    def _create_collection(self, dimension: int) -> None:
         """Create the collection for ``dimension``-sized cosine vectors, its ``bm25`` sparse
         vector and its payload indexes.
 
@@ -181,7 +166,6 @@ class QdrantStore(VectorStore):
                     self._client.create_payload_index(
                         self.collection, field, field_schema=qm.PayloadSchemaType.INTEGER
                     )
-        self._dimension = dimension
         self._lexical = True
 
     def _add_lexical_vector(self) -> None:
@@ -202,13 +186,14 @@ class QdrantStore(VectorStore):
                 "re-vectorize the projects"
             ) from exc
 
+    @override
     def _exists(self) -> bool:
-        """Whether the collection exists (reads and deletes on a store never written are no-ops)."""
         if self._dimension is not None:
             return True
         with self._call("look up the collection"):
             return bool(self._client.collection_exists(self.collection))
 
+    @override
     def _has_lexical(self) -> bool:
         """Whether the collection exists and has the ``bm25`` sparse vector."""
         if self._lexical:
@@ -220,233 +205,155 @@ class QdrantStore(VectorStore):
         self._lexical = LEXICAL_VECTOR in (params.sparse_vectors or {})
         return self._lexical
 
-    # -- writes ----------------------------------------------------------------------------------
+    # -- the engine's calls ----------------------------------------------------------------------
 
-    def upsert(self, points: Sequence[Point]) -> None:
-        """Insert or overwrite ``points`` by id, ``UPSERT_BATCH`` per request, each acknowledged.
-
-        Each point is written whole, its dense vector and its ``bm25`` vector together, so an
-        overwrite replaces both (no stale lexical terms survive a re-vectorize).
-
-        Raises:
-            DimensionMismatch: a vector's length differs from the collection's size.
-            VectorStoreUnavailable: the server cannot be reached; batches already sent stay
-                written, and a retry overwrites them (the ids are deterministic).
-        """
-        check_dimensions(self.collection, self._dimension, (p.vector for p in points))
-        with self._call("upsert points"):
-            for start in range(0, len(points), UPSERT_BATCH):
-                batch = points[start : start + UPSERT_BATCH]
-                self._client.upsert(
-                    self.collection,
-                    points=[
-                        qm.PointStruct(id=str(p.id), vector=_vectors(p), payload=point_payload(p))
-                        for p in batch
-                    ],
-                    wait=True,
+    @override
+    def _write(self, points: Sequence[Point]) -> None:
+        """One acknowledged upsert request (``wait=True``); batches already sent stay written if a
+        later one fails, and a retry overwrites them (the ids are deterministic)."""
+        self._client.upsert(
+            self.collection,
+            points=[
+                qm.PointStruct(
+                    id=str(p.id), vector=point_vectors(p, qm.SparseVector), payload=point_payload(p)
                 )
-
-    def delete_document(self, document_id: uuid.UUID, *, from_chunk_index: int = 0) -> None:
-        """Delete the document's points with ``chunk_index >= from_chunk_index``."""
-        if not self._exists():
-            return
-        selector = qm.FilterSelector(
-            filter=qm.Filter(
-                must=[
-                    _match("document_id", document_id),
-                    qm.FieldCondition(key="chunk_index", range=qm.Range(gte=from_chunk_index)),
-                ]
-            )
+                for p in points
+            ],
+            wait=True,
         )
-        with self._call("delete a document's points"):
+
+    @override
+    def _delete(self, where: Where) -> None:
+        selector = qm.FilterSelector(filter=self._filter(where))
+        with self._call("delete points"):
             self._client.delete(self.collection, points_selector=selector, wait=True)
 
-    def delete_points(self, ids: Iterable[uuid.UUID]) -> None:
-        """Delete points by id, 256 per request."""
-        wanted = [str(i) for i in ids]
-        if not wanted or not self._exists():
-            return
-        for start in range(0, len(wanted), 256):
-            selector = qm.PointIdsList(points=list(wanted[start : start + 256]))
-            with self._call("delete points"):
-                self._client.delete(self.collection, points_selector=selector, wait=True)
-
-    def delete_project(self, project_id: uuid.UUID) -> None:
-        """Delete every point of the project."""
-        if not self._exists():
-            return
-        selector = qm.FilterSelector(filter=qm.Filter(must=[_match("project_id", project_id)]))
-        with self._call("delete a project's points"):
+    @override
+    def _delete_points(self, ids: Sequence[uuid.UUID]) -> None:
+        selector = qm.PointIdsList(points=[str(i) for i in ids])
+        with self._call("delete points"):
             self._client.delete(self.collection, points_selector=selector, wait=True)
 
-    # -- reads -----------------------------------------------------------------------------------
-
-    def search(
-        self,
-        project_id: uuid.UUID,
-        vector: Sequence[float],
-        *,
-        top_k: int,
-        score_threshold: float | None = None,
-    ) -> list[Hit]:
-        """The ``top_k`` points of ``project_id`` nearest to ``vector`` by cosine, best first.
-
-        The project filter is applied by Qdrant, inside the vector search, never afterwards.
-
-        Raises:
-            DimensionMismatch: ``vector`` has another length than the collection's size.
-            VectorStoreUnavailable: the server cannot be reached.
-        """
-        check_dimensions(self.collection, self._dimension, [vector])
-        if top_k <= 0 or not self._exists():
-            return []
-        with self._call("search"):
-            response = self._client.query_points(
-                self.collection, **_dense_request(project_id, vector, top_k, score_threshold)
-            )
-        return ranked([_hit(p) for p in response.points], "dense")
-
-    def search_lexical(self, project_id: uuid.UUID, text: str, *, top_k: int) -> list[Hit]:
-        """The ``top_k`` points of ``project_id`` with the best BM25 score for ``text``.
-
-        The IDF is computed by Qdrant over the project's points only (a corpus filter), so it
-        ignores other projects and deleted points, in local mode and on a server alike.
-
-        Raises:
-            VectorStoreUnavailable: the server cannot be reached.
-        """
-        request = _lexical_request(project_id, text, top_k)
-        if request is None or not self._has_lexical():
-            return []
-        with self._call("search"):
-            response = self._client.query_points(self.collection, **request)
-        return ranked([_hit(p) for p in response.points], "lexical")
-
-    def _hybrid_candidates(
-        self,
-        project_id: uuid.UUID,
-        vector: Sequence[float],
-        text: str,
-        *,
-        depth: int,
-        score_threshold: float | None,
-    ) -> tuple[list[Hit], list[Hit]]:
-        """Both rankings in one batch request (one round trip to a server)."""
-        check_dimensions(self.collection, self._dimension, [vector])
-        if not self._exists():
-            return [], []
-        lexical = _lexical_request(project_id, text, depth) if self._has_lexical() else None
-        requests = [_dense_request(project_id, vector, depth, score_threshold)]
-        if lexical is not None:
-            requests.append(lexical)
-        with self._call("search"):
-            responses = self._client.query_batch_points(
+    @override
+    def _run(self, requests: Sequence[qm.QueryRequest]) -> list[list[qm.ScoredPoint]]:
+        """One request by ``query_points``, several by one ``query_batch_points``; the project
+        filter is applied by Qdrant inside the vector search, never afterwards."""
+        if len(requests) == 1:
+            (request,) = requests
+            assert request.limit is not None  # the request builders always set it
+            answer = self._client.query_points(
                 self.collection,
-                requests=[
-                    qm.QueryRequest(
-                        query=r["query"],
-                        using=r.get("using"),
-                        filter=r["query_filter"],
-                        params=r.get("search_params"),
-                        limit=r["limit"],
-                        score_threshold=r.get("score_threshold"),
-                        with_payload=True,
-                        with_vector=False,
-                    )
-                    for r in requests
-                ],
+                query=request.query,
+                using=request.using,
+                query_filter=request.filter,
+                search_params=request.params,
+                limit=request.limit,
+                score_threshold=request.score_threshold,
+                with_payload=True,
+                with_vectors=False,
             )
-        dense = ranked([_hit(p) for p in responses[0].points], "dense")
-        if lexical is None:
-            return dense, []
-        return dense, ranked([_hit(p) for p in responses[1].points], "lexical")
+            return [answer.points]
+        answers = self._client.query_batch_points(self.collection, requests=requests)
+        return [answer.points for answer in answers]
 
-    def count(
-        self, *, project_id: uuid.UUID | None = None, document_id: uuid.UUID | None = None
-    ) -> int:
-        """Exact number of points, optionally of one project and/or one document."""
-        if not self._exists():
-            return 0
-        conditions: list[qm.Condition] = []
-        if project_id is not None:
-            conditions.append(_match("project_id", project_id))
-        if document_id is not None:
-            conditions.append(_match("document_id", document_id))
+    @override
+    def _count(self, where: Where) -> int:
         with self._call("count points"):
             result = self._client.count(
-                self.collection,
-                count_filter=qm.Filter(must=conditions) if conditions else None,
-                exact=True,
+                self.collection, count_filter=self._selection(where), exact=True
             )
         return result.count
 
-    def point_ids(self, *, document_ids: Iterable[uuid.UUID] | None = None) -> set[uuid.UUID]:
-        """Ids of all points, or of the given documents' points (an empty iterable gives none)."""
-        if not self._exists():
-            return set()
-        if document_ids is None:
-            return self._scroll_ids(None)
-        wanted = [str(d) for d in document_ids]
-        ids: set[uuid.UUID] = set()
-        for start in range(0, len(wanted), SCROLL_PAGE):
-            chunk = wanted[start : start + SCROLL_PAGE]
-            ids |= self._scroll_ids(
-                qm.Filter(must=[qm.FieldCondition(key="document_id", match=qm.MatchAny(any=chunk))])
-            )
-        return ids
-
-    def points_without_lexical(self) -> set[uuid.UUID]:
-        """Ids of points without the ``bm25`` vector (written before the lexical index)."""
-        if not self._exists():
-            return set()
-        if not self._has_lexical():
-            return self._scroll_ids(None)
-        return self._scroll_ids(
-            qm.Filter(must_not=[qm.HasVectorCondition(has_vector=LEXICAL_VECTOR)])
+    @override
+    def _scroll(
+        self, selection: qm.Filter | None, offset: PointId | None
+    ) -> tuple[list[qm.Record], PointId | None]:
+        return self._client.scroll(
+            self.collection,
+            scroll_filter=selection,
+            limit=SCROLL_PAGE,
+            offset=offset,
+            with_payload=False,
+            with_vectors=False,
         )
 
+    @override
     def ping(self) -> None:
         """Raise :class:`VectorStoreUnavailable` unless the store answers a collections listing."""
         with self._call("list collections"):
             self._client.get_collections()
 
+    @override
     def close(self) -> None:
         """Close the HTTP connections, or release the local folder's lock."""
         with self._guard:
             self._client.close()
 
-    # -- internals -------------------------------------------------------------------------------
+    # -- the library's spelling ------------------------------------------------------------------
 
-    def _scroll_ids(self, scroll_filter: qm.Filter | None) -> set[uuid.UUID]:
-        ids: set[uuid.UUID] = set()
-        offset: Any = None
-        with self._call("list point ids"):
-            while True:
-                records, offset = self._client.scroll(
-                    self.collection,
-                    scroll_filter=scroll_filter,
-                    limit=SCROLL_PAGE,
-                    offset=offset,
-                    with_payload=False,
-                    with_vectors=False,
-                )
-                ids.update(uuid.UUID(str(r.id)) for r in records)
-                if offset is None:
-                    return ids
+    @override
+    def _filter(self, where: Where) -> qm.Filter:
+        must: list[qm.Condition] = [
+            qm.FieldCondition(key=key, match=qm.MatchValue(value=str(value)))
+            for key, value in where.equals()
+        ]
+        if where.document_ids is not None:
+            any_of = qm.MatchAny(any=[str(d) for d in where.document_ids])
+            must.append(qm.FieldCondition(key="document_id", match=any_of))
+        if where.from_chunk_index is not None:
+            at_least = qm.Range(gte=where.from_chunk_index)
+            must.append(qm.FieldCondition(key="chunk_index", range=at_least))
+        lacking: list[qm.Condition] | None = None
+        if where.without_lexical:
+            lacking = [qm.HasVectorCondition(has_vector=LEXICAL_VECTOR)]
+        return qm.Filter(must=must or None, must_not=lacking)
 
+    @override
+    def _dense_request(
+        self,
+        project: qm.Filter,
+        vector: Sequence[float],
+        limit: int,
+        score_threshold: float | None,
+    ) -> qm.QueryRequest:
+        return qm.QueryRequest(
+            query=list(vector),
+            filter=project,
+            limit=limit,
+            score_threshold=score_threshold,
+            with_payload=True,
+            with_vector=False,
+        )
+
+    @override
+    def _lexical_request(
+        self, project: qm.Filter, indices: list[int], values: list[float], limit: int
+    ) -> qm.QueryRequest:
+        return qm.QueryRequest(
+            query=qm.SparseVector(indices=indices, values=values),
+            using=LEXICAL_VECTOR,
+            filter=project,
+            params=qm.SearchParams(idf=qm.IdfCorpusParams(corpus=project)),
+            limit=limit,
+            with_payload=True,
+            with_vector=False,
+        )
+
+    @override
     @contextlib.contextmanager
     def _call(self, action: str) -> Iterator[None]:
         """Serialise local-mode calls and translate the client's errors into docvec's tree.
 
         Only failures of the connection or of the server become :class:`VectorStoreUnavailable`;
-        client-side mistakes (4xx other than 408/429, bad arguments) propagate unchanged.
+        a wrong vector size becomes :class:`DimensionMismatch`; client-side mistakes (4xx other
+        than 408/429, bad arguments) propagate unchanged.
         """
         with self._guard:
             try:
                 yield
             except ResourceExhaustedResponse as exc:
                 raise VectorStoreUnavailable(
-                    f"{self._where} is rate-limiting ({action}): {exc}",
+                    f"{self._location} is rate-limiting ({action}): {exc}",
                     retry_after_s=float(exc.retry_after_s),
                 ) from exc
             except ResponseHandlingException as exc:
@@ -455,37 +362,35 @@ class QdrantStore(VectorStore):
                 if isinstance(exc.source, pydantic.ValidationError):
                     raise
                 raise VectorStoreUnavailable(
-                    f"{self._where} cannot be reached ({action}): {_describe(exc.source)}"
+                    f"{self._location} cannot be reached ({action}): {_describe(exc.source)}"
                 ) from exc
             except UnexpectedResponse as exc:
                 code = exc.status_code
                 if code is not None and (code >= 500 or code in (408, 429)):
                     raise VectorStoreUnavailable(
-                        f"{self._where} failed ({action}): HTTP {code} {exc.reason_phrase}",
+                        f"{self._location} failed ({action}): HTTP {code} {exc.reason_phrase}",
                         retry_after_s=_retry_after(exc.headers.get("Retry-After")),
                     ) from exc
-                self._raise_dimension_error(exc.content.decode("utf-8", "replace"), exc)
+                mismatch = self._dimension_error(exc.content.decode("utf-8", "replace"))
+                if mismatch is not None:
+                    raise mismatch from exc
                 raise
             except httpx.TransportError as exc:
                 raise VectorStoreUnavailable(
-                    f"{self._where} cannot be reached ({action}): {_describe(exc)}"
+                    f"{self._location} cannot be reached ({action}): {_describe(exc)}"
                 ) from exc
             except grpc.RpcError as exc:
                 code_of = getattr(exc, "code", None)
                 if callable(code_of) and code_of() in _TRANSIENT_GRPC:
                     raise VectorStoreUnavailable(
-                        f"{self._where} cannot be reached ({action}): {code_of().name}"
+                        f"{self._location} cannot be reached ({action}): {code_of().name}"
                     ) from exc
                 raise
             except ValueError as exc:  # local mode reports a wrong vector size as ValueError
-                self._raise_dimension_error(str(exc), exc)
+                mismatch = self._dimension_error(str(exc))
+                if mismatch is not None:
+                    raise mismatch from exc
                 raise
-
-    def _raise_dimension_error(self, text: str, cause: Exception) -> None:
-        found = _DIM_ERROR.search(text)
-        if found:
-            existing, wanted = int(found.group(1)), int(found.group(2))
-            raise dimension_mismatch(self.collection, existing, wanted) from cause
 
 
 def _open_local(path: Path) -> QdrantClient:
@@ -519,54 +424,6 @@ def _close_half_open(exc: BaseException) -> None:
                 candidate.close()
             return
         tb = tb.tb_next
-
-
-def _vectors(point: Point) -> dict[str, Any]:
-    """The point's dense vector (unnamed) and its BM25 sparse vector, empty if no terms."""
-    indices, values = point.lexical().sparse()
-    return {
-        "": list(point.vector),
-        LEXICAL_VECTOR: qm.SparseVector(indices=indices, values=values),
-    }
-
-
-def _dense_request(
-    project_id: uuid.UUID, vector: Sequence[float], limit: int, score_threshold: float | None
-) -> dict[str, Any]:
-    return {
-        "query": list(vector),
-        "query_filter": qm.Filter(must=[_match("project_id", project_id)]),
-        "limit": limit,
-        "score_threshold": score_threshold,
-        "with_payload": True,
-        "with_vectors": False,
-    }
-
-
-def _lexical_request(project_id: uuid.UUID, text: str, limit: int) -> dict[str, Any] | None:
-    """Arguments of a BM25 query, or None when ``text`` has no terms or ``limit`` is 0."""
-    indices, values = query_vector(text).sparse()
-    if not indices or limit <= 0:
-        return None
-    project = qm.Filter(must=[_match("project_id", project_id)])
-    return {
-        "query": qm.SparseVector(indices=indices, values=values),
-        "using": LEXICAL_VECTOR,
-        "query_filter": project,
-        # IDF over the project's own points: other projects neither leak into nor skew it.
-        "search_params": qm.SearchParams(idf=qm.IdfCorpusParams(corpus=project)),
-        "limit": limit,
-        "with_payload": True,
-        "with_vectors": False,
-    }
-
-
-def _match(key: str, value: uuid.UUID) -> qm.FieldCondition:
-    return qm.FieldCondition(key=key, match=qm.MatchValue(value=str(value)))
-
-
-def _hit(point: qm.ScoredPoint) -> Hit:
-    return hit_from(point.id, point.score, point.payload)
 
 
 def _describe(exc: BaseException) -> str:
