@@ -38,7 +38,7 @@ class EmbeddingSettings(BaseModel):
     api_key_env: str | None = None
     #: Threads of the local model (torch, ONNX Runtime or OpenVINO); None = every core.
     num_threads: int | None = Field(None, ge=1)
-    #: Engine of the local model (app/embeddings/local.py): torch (sentence-transformers FP32),
+    #: Engine of the local model (app/embeddings/local/): torch (sentence-transformers FP32),
     #: onnx (ONNX Runtime FP32), onnx-int8 (int8-quantized) or openvino (FP32). OpenVINO is the
     #: fastest engine whose vectors equal torch's (measured in bench/local_provider.py).
     backend: Literal["torch", "onnx", "onnx-int8", "openvino"] = "openvino"

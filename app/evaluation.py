@@ -509,32 +509,22 @@ def documents_by_best_chunk(
 def model_alone(rt: Runtime, data: BeirData, *, progress: Progress | None = None) -> Ranking:
     """The embedding model alone: one vector per whole document, exact cosine top ``DOC_DEPTH``.
 
-    For the local provider the model is run by sentence-transformers directly (truncating each
-    document at the model's window), and its document vectors are cached under
-    ``{data_dir}/eval`` by data and model. Other providers embed whole documents through their
-    own client. Latency covers embedding the query and the exact search.
+    A provider with a reference encoder (the local one: sentence-transformers run directly,
+    truncating each document at the model's window) is measured through it; other providers
+    embed whole documents through their own client. Document vectors are cached under
+    ``{data_dir}/eval`` by data and model. Latency covers embedding the query and the exact
+    search.
     """
     import numpy as np
 
-    if rt.provider.name == "local":
-        from sentence_transformers import SentenceTransformer
+    reference = rt.provider.reference_encoder(batch_size=_ENCODE_BATCH)
 
-        from app.embeddings.local import resolve_model_path
-
-        model = SentenceTransformer(
-            resolve_model_path(rt.provider.model), device="cpu", local_files_only=True
-        )
-
-        def encode(texts: list[str]) -> np.ndarray:
-            return np.asarray(
-                model.encode(texts, batch_size=_ENCODE_BATCH, normalize_embeddings=True),
-                dtype=np.float32,
-            )
-    else:
-
-        def encode(texts: list[str]) -> np.ndarray:
-            vectors = np.asarray(rt.provider.embed_documents(texts), dtype=np.float32)
-            return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    def encode(texts: list[str]) -> np.ndarray:
+        if reference is not None:
+            return reference(texts)
+        vectors = np.asarray(rt.provider.embed_documents(texts), dtype=np.float32)
+        normalized: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return normalized
 
     key = f"{data.corpus_sha256[:16]}-{rt.provider.name}-{rt.provider.model}"
     cache = rt.settings.data_dir / "eval" / (re.sub(r"[^A-Za-z0-9_.-]+", "-", key) + ".npy")
@@ -552,8 +542,8 @@ def model_alone(rt: Runtime, data: BeirData, *, progress: Progress | None = None
         np.save(cache, docs)
 
     def search(text: str) -> list[str]:
-        if rt.provider.name == "local":
-            query = encode([text])[0]
+        if reference is not None:
+            query = reference([text])[0]
         else:
             query = np.asarray(rt.provider.embed_query(text), dtype=np.float32)
             query /= np.linalg.norm(query)

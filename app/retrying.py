@@ -24,14 +24,19 @@ def backoff_delay(
     *,
     base_s: float = 0.5,
     cap_s: float = 8.0,
-    jitter: float = 0.5,
     retry_after_s: float | None = None,
 ) -> float:
-    """Seconds to wait before retry ``attempt`` (1-based): ``base_s * 2**(attempt-1)``, capped at
-    ``cap_s``, times a random factor in ``[1 - jitter, 1 + jitter]`` ("full jitter" spreads
-    clients that failed together); never less than a server's ``retry_after_s``."""
-    delay = min(cap_s, base_s * 2 ** (attempt - 1)) * random.uniform(1 - jitter, 1 + jitter)
-    return max(delay, retry_after_s or 0.0)
+    """Seconds to wait before retry ``attempt`` (1-based).
+
+    Without a server's word: ``base_s * 2**(attempt-1)`` capped at ``cap_s``, times a random
+    factor in [0.5, 1.0) ("equal jitter": clients that failed together spread out, and none
+    retries at once). With ``retry_after_s`` (Retry-After, RetryInfo): never earlier than asked,
+    and a little later — up to 10 % plus 50 ms, at most 1 s — so paused workers do not all
+    return in the same instant.
+    """
+    if retry_after_s is not None:
+        return retry_after_s + random.uniform(0.0, min(1.0, 0.1 * retry_after_s + 0.05))
+    return min(cap_s, base_s * 2.0 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
 def retry_call(

@@ -5,7 +5,6 @@ Celery prefork parent never holds them and each child builds its own after the f
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -91,35 +90,19 @@ class Runtime:
 
 
 def model_tokenizer_file(settings: Settings) -> Path | None:
-    """The local model's ``tokenizer.json`` when chunks are sized in its tokens, else None.
+    """The model's ``tokenizer.json`` when chunks are sized in its tokens, else None.
+
+    Asks the configured provider's class (:func:`app.embeddings.tokenizer_file`); no provider is
+    built and no model loaded.
 
     Raises:
-        ValueError: ``unit="model_tokens"`` with a provider other than ``local``, a model folder
-            without ``tokenizer.json``, or a ``chunk_size`` that does not fit the model's window
-            (``max_seq_length`` of its ``sentence_bert_config.json`` minus the two special tokens
-            every input gets).
+        ValueError: ``unit="model_tokens"`` with a provider that has no tokenizer here (only
+            ``local`` has one), a model folder without ``tokenizer.json``, or a ``chunk_size``
+            that does not fit the model's window (``max_seq_length`` of its
+            ``sentence_bert_config.json`` minus the two special tokens every input gets).
     """
-    chunking = settings.chunking
-    if chunking.unit != "model_tokens":
+    if settings.chunking.unit != "model_tokens":
         return None
-    if settings.embedding.provider != "local":
-        raise ValueError(
-            "DOCVEC_CHUNKING__UNIT=model_tokens sizes chunks with the local model's tokenizer; "
-            f"provider {settings.embedding.provider!r} has none here: use unit=tokens (tiktoken)"
-        )
-    from app.embeddings.local import LocalProvider, resolve_model_path
+    from app.embeddings import tokenizer_file
 
-    folder = Path(resolve_model_path(settings.embedding.model or LocalProvider.default_model))
-    path = folder / "tokenizer.json"
-    if not path.is_file():
-        raise ValueError(f"DOCVEC_CHUNKING__UNIT=model_tokens: no tokenizer.json in {folder}")
-    config = folder / "sentence_bert_config.json"
-    if config.is_file():
-        window = int(json.loads(config.read_text("utf-8")).get("max_seq_length") or 0)
-        if window and chunking.chunk_size > window - 2:
-            raise ValueError(
-                f"DOCVEC_CHUNKING__CHUNK_SIZE={chunking.chunk_size} model tokens does not fit "
-                f"the model's window of {window} ({window - 2} plus [CLS] and [SEP]); set it to "
-                f"at most {window - 2}"
-            )
-    return path
+    return tokenizer_file(settings.embedding, chunk_size=settings.chunking.chunk_size)

@@ -5,6 +5,9 @@ a registry of ``name -> "module:Class"`` imported lazily; each provider imports 
 it first calls it, so a missing optional SDK makes that provider unavailable (with the reason, see
 ``docvec providers``) instead of breaking imports.
 
+What only some providers can do is a capability of the provider class, asked through the registry
+(:func:`tokenizer_file`, ``provider.reference_encoder()``), not a check of its name elsewhere.
+
 =========  ===============================  ======================  ===============================
 provider   SDK                              default model           default server
 =========  ===============================  ======================  ===============================
@@ -18,9 +21,12 @@ gemini     google-genai                     gemini-embedding-001    generativela
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from app.config import EmbeddingSettings
-from app.embeddings.base import Embedded, EmbeddingProvider, EmbeddingUsage, InputKind, redact
+from app.embeddings.base import Embedded, EmbeddingProvider, InputKind
+from app.embeddings.http_helpers import redact
+from app.embeddings.usage import EmbeddingUsage
 from app.errors import ProviderRejected
 
 PROVIDERS: dict[str, str] = {
@@ -62,6 +68,19 @@ def create_provider(settings: EmbeddingSettings) -> EmbeddingProvider:
     return provider_class(settings.provider)(settings)
 
 
+def tokenizer_file(settings: EmbeddingSettings, *, chunk_size: int) -> Path:
+    """The configured model's ``tokenizer.json``, for chunks of ``chunk_size`` model tokens,
+    found without building the provider or loading the model
+    (:meth:`EmbeddingProvider.tokenizer_file` of the configured provider's class).
+
+    Raises:
+        ValueError: the provider has no tokenizer here, the model folder has none, or
+            ``chunk_size`` does not fit the model's window.
+        ProviderRejected: the provider's module cannot be imported.
+    """
+    return provider_class(settings.provider).tokenizer_file(settings, chunk_size=chunk_size)
+
+
 __all__ = [
     "PROVIDERS",
     "Embedded",
@@ -71,4 +90,5 @@ __all__ = [
     "create_provider",
     "provider_class",
     "redact",
+    "tokenizer_file",
 ]

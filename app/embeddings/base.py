@@ -1,45 +1,54 @@
-"""The provider interface. The base class owns everything providers have in common — prefixes,
-over-long inputs, batching by count and tokens, bounded concurrency, client-side rate limits,
-retries with jittered backoff inside a time budget, usage counters and the dimension cache — and a
-provider implements only the call that embeds one batch (``_embed_batch``), its error mapping, its
-limits and its dimension table.
+"""The provider interface: :class:`EmbeddingProvider` owns what every provider has in common — the
+over-long input policy, batching, bounded concurrency, client-side rate limits, retries with
+jittered backoff inside a time budget, usage counters and the dimension cache — and a provider
+implements only the call that embeds one batch (``_embed_batch``), its limits and its dimension
+table. Remote providers get their client, key, redaction and error mapping from ``remote.py``.
 
 Flow of ``embed_documents(texts)`` (``n`` texts in, ``n`` x ``dimension`` floats out, in order)::
 
-    prefix  ->  fit to max_input_tokens (truncate, counted)  ->  cut batches (count, tokens)
+    prefix (prefixes.py)  ->  fit to max_input_tokens (truncate, counted)
+        ->  cut batches by count and tokens (batching.py)
         ->  up to max_concurrency batches in flight (threads)  ->  per batch:
-            rate limiter (requests/min, tokens/min)  ->  _embed_batch  ->  retry transient errors
-        ->  reassemble in input order
+            rate limiter (ratelimit.py)  ->  _embed_batch  ->  retry transient errors
+        ->  reassemble in input order; counters in EmbeddingUsage (usage.py)
 
 Errors: a provider raises :class:`app.errors.ProviderUnavailable` (transient: 429, 5xx, 408,
 timeouts, connection resets; ``retry_after_s`` from ``Retry-After``) or
 :class:`app.errors.ProviderRejected` (permanent: 400, 401, 403, 404, bad configuration). Messages
-pass through :func:`redact` and the SDK's own exception is dropped (``from None``): SDK messages
-may echo the key or the request, and a chained exception ends up in tracebacks and logs.
+pass through :func:`app.embeddings.http_helpers.redact` and the SDK's own exception is dropped
+(``from None``): SDK messages may echo the key or the request, and a chained exception ends up in
+tracebacks and logs.
+
+Capabilities: what only some providers can do is asked of the provider, never decided from its
+name elsewhere — :meth:`EmbeddingProvider.tokenizer_file` (the model's own tokenizer, for chunks
+sized in model tokens) and :meth:`EmbeddingProvider.reference_encoder` (the model run by its
+reference implementation, for evaluation).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import random
-import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
 
 from app import metrics
 from app.config import EmbeddingSettings, read_secret
+from app.embeddings.batching import batch_indices
+from app.embeddings.prefixes import model_prefixes
+from app.embeddings.ratelimit import RateLimiter
+from app.embeddings.usage import EmbeddingUsage
 from app.errors import DimensionMismatch, ProviderRejected, TransientError
+from app.retrying import backoff_delay
 
 if TYPE_CHECKING:
-    import tiktoken
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -48,58 +57,8 @@ InputKind = Literal["document", "query"]
 #: Longest wait a ``Retry-After`` may impose inside one call; longer ones go to the task's retry.
 MAX_RETRY_AFTER_S = 300.0
 
-
-# ---- usage -----------------------------------------------------------------------------------
-@dataclass
-class EmbeddingUsage:
-    """Counters of one ``embed_documents`` call (recorded per attempt).
-
-    ``requests`` counts every HTTP request / forward pass sent, failed ones included; ``retries``
-    the ones sent again after a transient error; ``tokens`` what the provider reported (None if
-    it reports nothing); ``truncated`` the inputs cut to the model's input limit.
-    """
-
-    inputs: int = 0
-    requests: int = 0
-    retries: int = 0
-    tokens: int | None = None
-    truncated: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
-    #: Positions (in the call's input list) of the inputs counted in ``truncated``.
-    truncated_inputs: list[int] = field(default_factory=list)
-
-    def portion(self, start: int, end: int, total: int) -> EmbeddingUsage:
-        """The share of a call over ``total`` inputs, shared by several documents, that falls on
-        inputs ``[start, end)``.
-
-        ``truncated`` is exact, and so is ``inputs`` when the call succeeded (every input then
-        counts); ``requests``, ``retries`` and ``tokens`` belong to batches that may span
-        documents, so they are split in proportion to the inputs, rounded so that the shares of
-        consecutive ranges add up to the call's figures.
-        """
-
-        def share(value: int) -> int:
-            return value * end // total - value * start // total if total else 0
-
-        own = [i - start for i in self.truncated_inputs if start <= i < end]
-        return EmbeddingUsage(
-            inputs=share(self.inputs),
-            requests=share(self.requests),
-            retries=share(self.retries),
-            tokens=None if self.tokens is None else share(self.tokens),
-            truncated=len(own),
-            truncated_inputs=own,
-        )
-
-    def as_dict(self) -> dict[str, int | None]:
-        """The counters as stored on an attempt row."""
-        return {
-            "inputs": self.inputs,
-            "requests": self.requests,
-            "retries": self.retries,
-            "tokens": self.tokens,
-            "truncated": self.truncated,
-        }
+#: Texts in, one L2-normalised float32 row per text out (``len(texts)`` x ``dimension``).
+Encode: TypeAlias = Callable[[list[str]], "np.ndarray"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,221 +73,6 @@ class Embedded:
     truncated: tuple[int, ...] = ()
 
 
-# ---- secrets ---------------------------------------------------------------------------------
-#: Shapes of API keys and credentials SDK messages are known to echo (OpenAI's "Incorrect API key
-#: provided: sk-abc***xyz", Google's ``AIza...`` keys, bearer headers, ``key=`` query strings).
-_KEY_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-*.]{6,}|AIza[0-9A-Za-z_\-]{20,}|(?i:bearer)\s+[^\s'\",]+"
-    r"|(?i:[?&]key=)[^&\s'\"]+)"
-)
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` with every given secret, and anything shaped like an API key, replaced by ``***``.
-
-    Applied to every provider message that can reach an exception, a log line or the database.
-    """
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _KEY_SHAPES.sub("***", text)
-
-
-# ---- HTTP helpers shared by the providers ------------------------------------------------------
-_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)")
-
-
-def parse_duration(value: str) -> float | None:
-    """Seconds in a duration such as ``"1.5s"``, ``"6m0s"``, ``"20ms"`` or ``"36s"``; None if
-    the string is not one (OpenAI's ``x-ratelimit-reset-*`` headers, Google's ``retryDelay``)."""
-    value = value.strip()
-    parts = list(_DURATION.finditer(value))
-    if not parts or "".join(p.group(0) for p in parts) != value:
-        return None
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    return sum(float(p["n"]) * scale[p["unit"]] for p in parts)
-
-
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds the server asked to wait: ``retry-after-ms``, ``retry-after`` (seconds or an
-    HTTP date, RFC 9110 §10.2.3), else OpenAI's ``x-ratelimit-reset-requests/tokens``.
-
-    Returns None when no header says; never a negative number.
-    """
-    if not headers:
-        return None
-    h = {k.lower(): v for k, v in headers.items()}
-    try:
-        if "retry-after-ms" in h:
-            return max(0.0, float(h["retry-after-ms"]) / 1000)
-    except ValueError:
-        pass
-    raw = h.get("retry-after")
-    if raw:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            try:
-                when = parsedate_to_datetime(raw)
-                return max(0.0, when.timestamp() - time.time())
-            except (TypeError, ValueError, IndexError):
-                pass
-    # OpenAI also says when its request window resets ("1s", "6m0s").
-    return parse_duration(h.get("x-ratelimit-reset-requests", ""))
-
-
-def is_network_error(exc: BaseException) -> bool:
-    """True for timeouts, refused or reset connections and protocol errors, raised by httpx,
-    httpx2 (openai's and google-genai's transport) or the standard library."""
-    for cls in type(exc).__mro__:
-        if cls.__module__.split(".")[0] in ("httpx", "httpx2") and cls.__name__ in (
-            "TransportError",
-            "TimeoutException",
-        ):
-            return True
-    return isinstance(exc, (ConnectionError, TimeoutError))
-
-
-@lru_cache(maxsize=8)
-def tiktoken_encoding(name: str) -> tiktoken.Encoding:
-    """The tiktoken encoding ``name`` (loaded once per process; offline via TIKTOKEN_CACHE_DIR)."""
-    import tiktoken
-
-    return tiktoken.get_encoding(name)
-
-
-def transient_status(status: int) -> bool:
-    """HTTP statuses worth retrying: 408 (request timeout), 409 (OpenAI: lock timeout), 425,
-    429 (rate limited) and every 5xx."""
-    return status in (408, 409, 425, 429) or status >= 500
-
-
-# ---- model prefixes ----------------------------------------------------------------------------
-#: Prefixes asymmetric models expect before documents / queries, matched on the model's base
-#: name (organisation and ``:tag`` stripped). Sources: the model cards —
-#: nomic-ai/nomic-embed-text-v1.5 ("search_document: " / "search_query: "),
-#: mixedbread-ai/mxbai-embed-large-v1 and BAAI/bge-*-en-v1.5 (query instruction "Represent this
-#: sentence for searching relevant passages: "), intfloat/e5-* and multilingual-e5-* ("passage: " /
-#: "query: "). Gemini uses task types instead; OpenAI models need none.
-MODEL_PREFIXES: tuple[tuple[str, str, str], ...] = (
-    ("nomic-embed-text", "search_document: ", "search_query: "),
-    ("mxbai-embed-large", "", "Represent this sentence for searching relevant passages: "),
-    ("bge-small-en-v1.5", "", "Represent this sentence for searching relevant passages: "),
-    ("bge-base-en-v1.5", "", "Represent this sentence for searching relevant passages: "),
-    ("bge-large-en-v1.5", "", "Represent this sentence for searching relevant passages: "),
-    ("multilingual-e5-", "passage: ", "query: "),
-    ("e5-", "passage: ", "query: "),
-)
-
-
-def base_model_name(model: str) -> str:
-    """Model name without organisation or tag: ``"nomic-ai/nomic-embed-text-v1.5"`` ->
-    ``"nomic-embed-text-v1.5"``, ``"all-minilm:latest"`` -> ``"all-minilm"``."""
-    name = model.strip().rsplit("/", 1)[-1].lower()
-    return name.split(":", 1)[0]
-
-
-def model_prefixes(model: str) -> tuple[str, str]:
-    """The documented ``(document_prefix, query_prefix)`` of ``model``, ``("", "")`` if none."""
-    name = base_model_name(model)
-    for stem, doc, query in MODEL_PREFIXES:
-        if name.startswith(stem):
-            return doc, query
-    return "", ""
-
-
-# ---- rate limiting -----------------------------------------------------------------------------
-class _Bucket:
-    """A token bucket refilled at ``per_minute / 60`` per second, holding at most one second's
-    worth (providers may enforce per-minute limits over shorter windows, so no big bursts).
-
-    A cost larger than the bucket is allowed once the bucket is full and leaves it in debt, so
-    the average rate holds for requests of any size.
-    """
-
-    def __init__(self, per_minute: float, now: float) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate)
-        self.level = self.capacity
-        self.last = now
-
-    def _refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.last) * self.rate)
-        self.last = now
-
-    def wait_time(self, cost: float, now: float) -> float:
-        self._refill(now)
-        need = min(cost, self.capacity)
-        return 0.0 if self.level >= need else (need - self.level) / self.rate
-
-    def take(self, cost: float) -> None:
-        self.level -= cost
-
-
-class RateLimiter:
-    """Client-side limit of requests per minute and tokens per minute, shared by the threads of
-    one provider instance (one per process), plus a shared pause after a 429.
-
-    Args:
-        requests_per_minute / tokens_per_minute: None = unlimited.
-        clock / sleep: injectable for tests (default ``time.monotonic`` / an Event wait).
-
-    Each process has its own limiter: with N worker processes, set 1/N of the account's limit.
-    """
-
-    def __init__(
-        self,
-        requests_per_minute: float | None = None,
-        tokens_per_minute: float | None = None,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._clock = clock
-        now = clock()
-        self._requests = _Bucket(requests_per_minute, now) if requests_per_minute else None
-        self._tokens = _Bucket(tokens_per_minute, now) if tokens_per_minute else None
-        self._paused_until = 0.0
-        self._lock = threading.Lock()
-        self.requests_per_minute = requests_per_minute
-        self.tokens_per_minute = tokens_per_minute
-
-    def delay(self, tokens: int) -> float:
-        """Seconds to wait before a request of ``tokens`` may go; 0.0 means it was admitted (and
-        charged). Callers sleep the returned time and ask again."""
-        with self._lock:
-            now = self._clock()
-            wait_s = max(0.0, self._paused_until - now)
-            for bucket, cost in ((self._requests, 1.0), (self._tokens, float(tokens))):
-                if bucket is not None:
-                    wait_s = max(wait_s, bucket.wait_time(cost, now))
-            if wait_s > 0:
-                return wait_s
-            if self._requests is not None:
-                self._requests.take(1.0)
-            if self._tokens is not None:
-                self._tokens.take(float(tokens))
-            return 0.0
-
-    def acquire(self, tokens: int, cancel: threading.Event | None = None) -> float:
-        """Block until a request of ``tokens`` tokens may be sent; returns seconds waited.
-
-        Returns early (without admission) if ``cancel`` is set meanwhile.
-        """
-        waited = 0.0
-        event = cancel or threading.Event()
-        while (d := self.delay(tokens)) > 0:
-            if event.wait(d):
-                break
-            waited += d
-        return waited
-
-    def pause(self, seconds: float) -> None:
-        """Hold every request of this process for ``seconds`` (a 429 with ``Retry-After``)."""
-        with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
-
-
-# ---- the provider ------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Batch:
     start: int
@@ -450,6 +194,34 @@ class EmbeddingProvider(ABC):
         """The server this provider talks to, if any."""
         return self.settings.base_url or self.default_base_url
 
+    # ---- capabilities: what only some providers can do ----------------------------------------
+    @classmethod
+    def tokenizer_file(cls, settings: EmbeddingSettings, *, chunk_size: int) -> Path:
+        """The model's Hugging Face ``tokenizer.json``, for chunks sized in the model's own tokens
+        (``DOCVEC_CHUNKING__UNIT=model_tokens``), found without loading the model.
+
+        A class method, resolved from the settings (see :func:`app.embeddings.tokenizer_file`):
+        the composition root asks for it at construction, before any provider is built.
+
+        Raises:
+            ValueError: this provider has no tokenizer on this machine (the default), the model
+                folder has none, or ``chunk_size`` model tokens do not fit the model's window.
+        """
+        raise ValueError(
+            "DOCVEC_CHUNKING__UNIT=model_tokens sizes chunks with the local model's tokenizer; "
+            f"provider {settings.provider!r} has none here: use unit=tokens (tiktoken)"
+        )
+
+    def reference_encoder(self, *, batch_size: int) -> Encode | None:
+        """The model run by its reference implementation, bypassing docvec's prefixes, batching,
+        limits and retries: texts in, ``len(texts)`` x ``dimension`` L2-normalised float32 out,
+        ``batch_size`` texts per forward pass. Evaluation compares docvec's pipeline against it.
+
+        None (the default) when the model runs only behind the provider's own API; callers then
+        embed through :meth:`embed_documents` / :meth:`embed_query`. Loading may take seconds.
+        """
+        return None
+
     # ---- shared behaviour -----------------------------------------------------------------
     @property
     def dimension(self) -> int:
@@ -471,23 +243,13 @@ class EmbeddingProvider(ABC):
         return self.cut([self.count_tokens(t) for t in texts])
 
     def cut(self, token_counts: Sequence[int]) -> Iterator[tuple[int, int]]:
-        """Cut inputs with these token counts into ``[start, end)`` index ranges.
-
-        Each range holds at most ``batch_size`` inputs and, if the provider has a token limit per
-        request, at most ``max_tokens_per_request`` tokens. A single input over that limit still
-        forms its own batch (inputs are fitted to ``max_input_tokens`` first, which is below it).
+        """Cut inputs with these token counts into ``[start, end)`` index ranges: at most
+        ``batch_size`` inputs and, if the provider has a token limit per request, at most
+        ``max_tokens_per_request`` tokens each (:func:`~app.embeddings.batching.batch_indices`).
         """
-        start, n, limit = 0, len(token_counts), self.max_tokens_per_request
-        while start < n:
-            end, tokens = start, 0
-            while end < n and end - start < self.batch_size:
-                t = token_counts[end]
-                if limit is not None and end > start and tokens + t > limit:
-                    break
-                tokens += t
-                end += 1
-            yield start, end
-            start = end
+        return batch_indices(
+            token_counts, batch_size=self.batch_size, max_tokens=self.max_tokens_per_request
+        )
 
     def fit(self, texts: Sequence[str]) -> tuple[list[str], list[int], list[int]]:
         """Apply the over-long policy: ``(texts, token counts, positions of truncated inputs)``.
@@ -541,32 +303,32 @@ class EmbeddingProvider(ABC):
         base = usage.inputs  # positions in truncated_inputs count from the call's first input
         usage.truncated_inputs.extend(base + i for i in truncated)
         usage.truncated += len(truncated)
-        ranges = [_Batch(s, e) for s, e in self.cut(counts)]
+        ranges = [_Batch(start, end) for start, end in self.cut(counts)]
         out: list[list[float] | None] = [None] * len(fitted)
 
-        def run(b: _Batch, cancel: threading.Event | None) -> list[list[float]]:
+        def run(batch: _Batch, cancel: threading.Event | None) -> list[list[float]]:
             return self._call(
-                fitted[b.start : b.end],
-                counts[b.start : b.end],
+                fitted[batch.start : batch.end],
+                counts[batch.start : batch.end],
                 kind="document",
                 usage=usage,
                 cancel=cancel,
-                offset=base + b.start,
+                offset=base + batch.start,
             )
 
-        def done(b: _Batch, vectors: list[list[float]]) -> None:
-            out[b.start : b.end] = vectors
+        def done(batch: _Batch, vectors: list[list[float]]) -> None:
+            out[batch.start : batch.end] = vectors
             if on_batch is not None:
-                on_batch(b.end - b.start)
+                on_batch(batch.end - batch.start)
 
         workers = min(self.max_concurrency, len(ranges))
         if workers <= 1:
-            for b in ranges:
-                done(b, run(b, None))
+            for batch in ranges:
+                done(batch, run(batch, None))
         else:
             self._run_concurrently(ranges, workers, run, done)
-        assert all(v is not None for v in out)
-        return [v for v in out if v is not None]
+        assert all(vector is not None for vector in out)
+        return [vector for vector in out if vector is not None]
 
     def _run_concurrently(
         self,
@@ -578,7 +340,7 @@ class EmbeddingProvider(ABC):
         cancel = threading.Event()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"embed-{self.name}")
         futures: dict[Future[list[list[float]]], _Batch] = {
-            pool.submit(run, b, cancel): b for b in ranges
+            pool.submit(run, batch, cancel): batch for batch in ranges
         }
         failed = True
         try:
@@ -587,8 +349,8 @@ class EmbeddingProvider(ABC):
                 # A short timeout keeps the calling thread responsive to signals (Celery's soft
                 # time limit is raised in it).
                 finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    done(futures[f], f.result())
+                for future in finished:
+                    done(futures[future], future.result())
             failed = False
         finally:
             if failed:
@@ -602,12 +364,13 @@ class EmbeddingProvider(ABC):
         return self._call(fitted, counts, kind="query", usage=None, cancel=None)[0]
 
     def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            # Never earlier than asked; a little later, so that paused workers do not all return
-            # in the same instant.
-            return retry_after_s + random.uniform(0.0, min(1.0, 0.1 * retry_after_s + 0.05))
-        backoff = min(self.backoff_max_s, self.backoff_base_s * 2.0 ** (attempt - 1))
-        return backoff * random.uniform(0.5, 1.0)
+        # The same delays as the pipeline's store-write retries (app/retrying.py).
+        return backoff_delay(
+            attempt,
+            base_s=self.backoff_base_s,
+            cap_s=self.backoff_max_s,
+            retry_after_s=retry_after_s,
+        )
 
     def _call(
         self,
@@ -698,10 +461,10 @@ class EmbeddingProvider(ABC):
             expected = self.known_dimension() or (len(vectors[0]) if vectors else None)
             if expected is not None:
                 self._dimension = expected
-        for v in vectors:
-            if len(v) != expected:
+        for vector in vectors:
+            if len(vector) != expected:
                 raise DimensionMismatch(
-                    f"{self.name} model {self.model} returned {len(v)}-dim vectors, expected "
+                    f"{self.name} model {self.model} returned {len(vector)}-dim vectors, expected "
                     f"{expected} (check DOCVEC_EMBEDDING__DIMENSIONS and the model name)"
                 )
         return vectors

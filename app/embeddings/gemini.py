@@ -25,23 +25,16 @@ below the limit; the cut matters only for large token-sized chunks.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from typing_extensions import override
+
 from app.config import EmbeddingSettings
-from app.embeddings.base import (
-    Embedded,
-    EmbeddingProvider,
-    InputKind,
-    is_network_error,
-    parse_duration,
-    parse_retry_after,
-    redact,
-    tiktoken_encoding,
-    transient_status,
-)
-from app.errors import ProviderRejected, ProviderUnavailable
+from app.embeddings.base import Embedded, InputKind
+from app.embeddings.http_helpers import parse_duration, parse_retry_after
+from app.embeddings.remote import RemoteProvider, tiktoken_encoding
+from app.errors import DocvecError, ProviderRejected, ProviderUnavailable
 
 if TYPE_CHECKING:
     from google.genai import Client
@@ -75,7 +68,7 @@ def _model_id(model: str) -> str:
     return model.removeprefix("models/")
 
 
-class GeminiProvider(EmbeddingProvider):
+class GeminiProvider(RemoteProvider["Client"]):
     """Gemini embeddings with task types, through ``google-genai``.
 
     Errors (``google.genai.errors.APIError`` and its ``ClientError``/``ServerError``): 429
@@ -85,14 +78,15 @@ class GeminiProvider(EmbeddingProvider):
     """
 
     name: ClassVar[str] = "gemini"
+    label: ClassVar[str] = "Gemini"
     default_model: ClassVar[str] = "gemini-embedding-001"
     sdk_modules: ClassVar[tuple[str, ...]] = ("google.genai", "tiktoken")
+    client_module: ClassVar[str] = "google.genai"
+    client_package: ClassVar[str] = "google-genai"
     #: The google-genai SDK's own order: GOOGLE_API_KEY wins when both are set.
     api_key_envs: ClassVar[tuple[str, ...]] = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
     requires_api_key: ClassVar[bool] = True
     default_base_url: ClassVar[str | None] = "https://generativelanguage.googleapis.com"
-    remote: ClassVar[bool] = True
-    default_concurrency: ClassVar[int] = 4
     #: batchEmbedContents: "at most 100 requests can be in one batch".
     max_inputs_per_request: ClassVar[int] = 100
     max_tokens_per_request: ClassVar[int | None] = None
@@ -116,21 +110,21 @@ class GeminiProvider(EmbeddingProvider):
                 f"DOCVEC_EMBEDDING__DIMENSIONS={dims} is outside {self.model}'s range "
                 f"{self.spec.min_dimension}-{self.spec.dimension}"
             )
-        self._client_obj: Client | None = None
-        self._client_lock = threading.Lock()
-        self._key: str | None = None
 
     # ---- limits, tokens, dimension -------------------------------------------------------------
+    @override
     def model_max_input_tokens(self) -> int | None:
         spec = MODELS.get(_model_id(self.model))
         return spec.max_input_tokens if spec else None
 
+    @override
     def count_tokens(self, text: str) -> int:
         try:
             return max(1, len(tiktoken_encoding("cl100k_base").encode(text, disallowed_special=())))
         except Exception:  # no tiktoken data offline: ~4 characters per token (Gemini docs)
             return super().count_tokens(text)
 
+    @override
     def truncate(self, text: str, max_tokens: int) -> str:
         try:
             enc = tiktoken_encoding("cl100k_base")
@@ -139,85 +133,66 @@ class GeminiProvider(EmbeddingProvider):
         cut = enc.decode(enc.encode(text, disallowed_special=())[:max_tokens])
         return cut.rstrip("\ufffd")
 
-    def known_dimension(self) -> int | None:
-        if self._dimension is not None:
-            return self._dimension
-        if self.settings.dimensions is not None:
-            return self.settings.dimensions
+    @override
+    def documented_dimension(self) -> int | None:
         return self.spec.dimension if self.spec else None
 
-    def _load_dimension(self) -> int:
-        return self.known_dimension() or self._probe_dimension()
-
     # ---- the call ----------------------------------------------------------------------------
-    def _client(self) -> Client:
-        with self._client_lock:
-            if self._client_obj is None:
-                try:
-                    from google import genai
-                    from google.genai import types
-                except ImportError:
-                    raise ProviderRejected(
-                        "gemini provider unavailable: pip install google-genai"
-                    ) from None
-                _, key = self.api_key()
-                if key is None:
-                    raise ProviderRejected(
-                        "Gemini needs an API key: set " + " or ".join(self.api_key_names())
-                    )
-                self._key = key
-                options = types.HttpOptions(
-                    api_version=self.api_version,
-                    timeout=int(self.settings.request_timeout_s * 1000),  # milliseconds
-                )
-                if self.settings.base_url:
-                    options.base_url = self.settings.base_url
-                self._client_obj = genai.Client(api_key=key, vertexai=False, http_options=options)
-            return self._client_obj
+    @override
+    def _build_client(self, key: str | None) -> Client:
+        from google import genai
+        from google.genai import types
 
+        options = types.HttpOptions(
+            api_version=self.api_version,
+            timeout=int(self.settings.request_timeout_s * 1000),  # milliseconds
+        )
+        if self.settings.base_url:
+            options.base_url = self.settings.base_url
+        return genai.Client(api_key=key, vertexai=False, http_options=options)
+
+    @override
     def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
-        from google.genai import errors, types
+        from google.genai import types
 
         client = self._client()
         config = types.EmbedContentConfig(
             task_type=TASK_TYPES[kind], output_dimensionality=self.settings.dimensions
         )
-        try:
+        with self._mapped_errors():
             response = client.models.embed_content(
                 model=self.model, contents=list(texts), config=config
             )
-        except errors.APIError as exc:
-            raise self._status_error(exc) from None
-        except Exception as exc:
-            if is_network_error(exc):
-                raise ProviderUnavailable(
-                    f"gemini: cannot reach {self.base_url}: "
-                    + self._redact(f"{type(exc).__name__}: {exc}")
-                ) from None
-            raise
         vectors = [list(e.values or []) for e in response.embeddings or []]
         meta = response.usage_metadata
         tokens = meta.prompt_token_count if meta is not None else None
         return Embedded(vectors, tokens if isinstance(tokens, int) else None)
 
-    def _redact(self, text: str) -> str:
-        return redact(text, [self._key])
+    @override
+    def _map_error(self, exc: Exception) -> DocvecError | None:
+        from google.genai import errors
+
+        if isinstance(exc, errors.APIError):
+            return self._status_error(exc)
+        return super()._map_error(exc)
 
     def _status_error(self, exc: Any) -> ProviderUnavailable | ProviderRejected:
         status = int(exc.code or 0)
-        text = self._redact(str(exc.message or "")).strip()[:500]
-        what = f"gemini: HTTP {status}" + (f" {exc.status}" if exc.status else "")
-        what += f": {text}" if text else ""
-        if transient_status(status):
+        what = self._status_line(status, exc.message, exc.status)
+
+        def retry_after() -> float | None:
             response = getattr(exc, "response", None)
             headers = dict(response.headers) if response is not None else None
-            retry_after = parse_retry_after(headers)
-            if retry_after is None:
-                retry_after = _retry_delay(exc.details)
-            return ProviderUnavailable(what, retry_after_s=retry_after)
+            seconds = parse_retry_after(headers)
+            return seconds if seconds is not None else _retry_delay(exc.details)
+
+        return self._http_error(status, what, retry_after_s=retry_after)
+
+    @override
+    def _rejection_hint(self, status: int) -> str:
         if status == 404:
-            what += f" (is {self.model!r} an embedding model of the Gemini API?)"
-        return ProviderRejected(what)
+            return f" (is {self.model!r} an embedding model of the Gemini API?)"
+        return ""
 
 
 def _retry_delay(body: Any) -> float | None:

@@ -13,7 +13,7 @@ not cut on the client side unless ``DOCVEC_EMBEDDING__MAX_INPUT_TOKENS`` is set 
 characters per token).
 
 Asymmetric models get their documented prefixes (nomic-embed-text: ``search_document: `` /
-``search_query: ``; mxbai-embed-large: a query instruction): see ``base.MODEL_PREFIXES``.
+``search_query: ``; mxbai-embed-large: a query instruction): see ``prefixes.MODEL_PREFIXES``.
 """
 
 from __future__ import annotations
@@ -22,19 +22,14 @@ import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
+from typing_extensions import override
 
 from app.config import EmbeddingSettings
-from app.embeddings.base import (
-    Embedded,
-    EmbeddingProvider,
-    InputKind,
-    base_model_name,
-    is_network_error,
-    parse_retry_after,
-    redact,
-    transient_status,
-)
-from app.errors import ProviderRejected, ProviderUnavailable
+from app.embeddings.base import Embedded, InputKind
+from app.embeddings.http_helpers import parse_retry_after, transient_status
+from app.embeddings.prefixes import base_model_name
+from app.embeddings.remote import MAX_MESSAGE_CHARS, RemoteProvider
+from app.errors import DocvecError, ProviderRejected, ProviderUnavailable
 
 if TYPE_CHECKING:
     from ollama import Client
@@ -53,7 +48,7 @@ DIMENSIONS: dict[str, int] = {
 }
 
 
-class OllamaProvider(EmbeddingProvider):
+class OllamaProvider(RemoteProvider["Client"]):
     """Embeddings from an Ollama server (default ``http://localhost:11434``).
 
     Errors: 429, 408, 5xx, refused connections and timeouts -> :class:`ProviderUnavailable`
@@ -62,13 +57,14 @@ class OllamaProvider(EmbeddingProvider):
     """
 
     name: ClassVar[str] = "ollama"
+    label: ClassVar[str] = "Ollama"
     default_model: ClassVar[str] = "nomic-embed-text"
     sdk_modules: ClassVar[tuple[str, ...]] = ("ollama",)
+    client_module: ClassVar[str] = "ollama"
+    client_package: ClassVar[str] = "ollama"
     #: Only needed for ollama.com or an authenticating proxy.
     api_key_envs: ClassVar[tuple[str, ...]] = ("OLLAMA_API_KEY",)
     default_base_url: ClassVar[str | None] = "http://localhost:11434"
-    remote: ClassVar[bool] = True
-    default_concurrency: ClassVar[int] = 4
     #: No documented limit; the settings' own ceiling (4096) applies.
     max_inputs_per_request: ClassVar[int] = 4096
     max_tokens_per_request: ClassVar[int | None] = None
@@ -78,84 +74,75 @@ class OllamaProvider(EmbeddingProvider):
 
     def __init__(self, settings: EmbeddingSettings) -> None:
         super().__init__(settings)
-        self._client_obj: Client | None = None
-        self._client_lock = threading.Lock()
-        self._key: str | None = None
         # The SDK turns HTTP errors into ResponseError without the headers: keep the last
         # response's Retry-After per thread (each thread sends one request at a time).
         self._last = threading.local()
 
-    def known_dimension(self) -> int | None:
-        if self._dimension is not None:
-            return self._dimension
-        if self.settings.dimensions is not None:
-            return self.settings.dimensions
+    @override
+    def documented_dimension(self) -> int | None:
         return DIMENSIONS.get(base_model_name(self.model))
 
-    def _load_dimension(self) -> int:
-        return self.known_dimension() or self._probe_dimension()
+    @override
+    def _build_client(self, key: str | None) -> Client:
+        from ollama import Client
 
-    def _client(self) -> Client:
-        with self._client_lock:
-            if self._client_obj is None:
-                try:
-                    from ollama import Client
-                except ImportError:
-                    raise ProviderRejected(
-                        "ollama provider unavailable: pip install ollama"
-                    ) from None
-                _, key = self.api_key()
-                self._key = key
-                headers = {"authorization": f"Bearer {key}"} if key else None
+        headers = {"authorization": f"Bearer {key}"} if key else None
 
-                def remember(response: httpx.Response) -> None:
-                    self._last.retry_after = parse_retry_after(dict(response.headers))
+        def remember(response: httpx.Response) -> None:
+            self._last.retry_after = parse_retry_after(dict(response.headers))
 
-                self._client_obj = Client(
-                    host=self.base_url,
-                    timeout=self.settings.request_timeout_s,
-                    headers=headers,
-                    event_hooks={"response": [remember]},
-                )
-            return self._client_obj
+        return Client(
+            host=self.base_url,
+            timeout=self.settings.request_timeout_s,
+            headers=headers,
+            event_hooks={"response": [remember]},
+        )
 
+    @override
     def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
-        from ollama import ResponseError
-
         client = self._client()
         self._last.retry_after = None
-        try:
+        with self._mapped_errors():
             response = client.embed(
                 model=self.model,
                 input=texts,
                 truncate=True,
                 dimensions=self.settings.dimensions,
             )
-        except ResponseError as exc:
-            raise self._status_error(exc) from None
-        except Exception as exc:
-            if is_network_error(exc):
-                # ollama raises the builtin ConnectionError with its own text on refusal.
-                detail = "connection refused" if type(exc) is ConnectionError else str(exc)
-                raise ProviderUnavailable(
-                    f"ollama: cannot reach {self.base_url} ({type(exc).__name__}: "
-                    f"{self._redact(detail)}); is `ollama serve` running?"
-                ) from None
-            raise
         vectors = [list(v) for v in response.embeddings]
         tokens = response.prompt_eval_count
         return Embedded(vectors, tokens if isinstance(tokens, int) else None)
 
-    def _redact(self, text: str) -> str:
-        return redact(text, [self._key])
+    @override
+    def _map_error(self, exc: Exception) -> DocvecError | None:
+        from ollama import ResponseError
+
+        if isinstance(exc, ResponseError):
+            return self._status_error(exc)
+        return super()._map_error(exc)
+
+    @override
+    def _network_message(self, exc: BaseException) -> str:
+        # ollama raises the builtin ConnectionError with its own text on refusal.
+        detail = "connection refused" if type(exc) is ConnectionError else str(exc)
+        return (
+            f"ollama: cannot reach {self.base_url} ({type(exc).__name__}: "
+            f"{self._redact(detail)}); is `ollama serve` running?"
+        )
 
     def _status_error(self, exc: Any) -> ProviderUnavailable | ProviderRejected:
         status = int(exc.status_code)
-        text = self._redact(str(exc.error)).strip()[:500]
+        text = self._redact(str(exc.error)).strip()[:MAX_MESSAGE_CHARS]
+        # Unlike _status_line, the colon stays when the server gave no text.
         what = f"ollama: HTTP {status}: {text}"
-        # -1: an error reported inside a streamed answer; treat as the server failing.
-        if status < 0 or transient_status(status):
-            return ProviderUnavailable(what, retry_after_s=getattr(self._last, "retry_after", None))
-        if status == 404:
-            what += f" (run `ollama pull {self.model}` on {self.base_url})"
-        return ProviderRejected(what)
+        return self._http_error(
+            status,
+            what,
+            retry_after_s=lambda: getattr(self._last, "retry_after", None),
+            # -1: an error reported inside a streamed answer; treat as the server failing.
+            transient=status < 0 or transient_status(status),
+        )
+
+    @override
+    def _rejection_hint(self, status: int) -> str:
+        return f" (run `ollama pull {self.model}` on {self.base_url})" if status == 404 else ""

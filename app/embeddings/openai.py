@@ -21,22 +21,16 @@ Tokens of unknown models are counted with cl100k_base as an approximation.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from typing_extensions import override
+
 from app.config import EmbeddingSettings
-from app.embeddings.base import (
-    Embedded,
-    EmbeddingProvider,
-    InputKind,
-    is_network_error,
-    parse_retry_after,
-    redact,
-    tiktoken_encoding,
-    transient_status,
-)
-from app.errors import ProviderRejected, ProviderUnavailable
+from app.embeddings.base import Embedded, InputKind
+from app.embeddings.http_helpers import parse_retry_after
+from app.embeddings.remote import RemoteProvider, tiktoken_encoding
+from app.errors import DocvecError, ProviderRejected, ProviderUnavailable
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -76,7 +70,7 @@ def encoding_name(model: str) -> str:
         return "cl100k_base"
 
 
-class OpenAIProvider(EmbeddingProvider):
+class OpenAIProvider(RemoteProvider["OpenAI"]):
     """OpenAI embeddings (or a compatible server) through the ``openai`` SDK.
 
     Errors: 429 (except ``insufficient_quota``), 408, 409, 5xx, timeouts and connection errors ->
@@ -85,13 +79,14 @@ class OpenAIProvider(EmbeddingProvider):
     """
 
     name: ClassVar[str] = "openai"
+    label: ClassVar[str] = "OpenAI"
     default_model: ClassVar[str] = "text-embedding-3-small"
     sdk_modules: ClassVar[tuple[str, ...]] = ("openai", "tiktoken")
+    client_module: ClassVar[str] = "openai"
+    client_package: ClassVar[str] = "openai"
     api_key_envs: ClassVar[tuple[str, ...]] = ("OPENAI_API_KEY",)
     requires_api_key: ClassVar[bool] = True
     default_base_url: ClassVar[str | None] = "https://api.openai.com/v1"
-    remote: ClassVar[bool] = True
-    default_concurrency: ClassVar[int] = 4
     #: OpenAI API reference, embeddings ``input``: "any array must be 2048 dimensions or less".
     max_inputs_per_request: ClassVar[int] = 2048
     #: OpenAI API reference, embeddings ``input``: "all embedding models enforce a maximum of
@@ -117,11 +112,9 @@ class OpenAIProvider(EmbeddingProvider):
                     f"{self.spec.dimension} dimensions"
                 )
         self._encoding_name = encoding_name(self.model)
-        self._client_obj: OpenAI | None = None
-        self._client_lock = threading.Lock()
-        self._key: str | None = None
 
     # ---- limits, tokens, dimension -------------------------------------------------------------
+    @override
     def model_max_input_tokens(self) -> int | None:
         spec = MODELS.get(self.model)
         return spec.max_input_tokens if spec else None
@@ -136,9 +129,11 @@ class OpenAIProvider(EmbeddingProvider):
             ) from None
         return enc.encode(text, disallowed_special=())
 
+    @override
     def count_tokens(self, text: str) -> int:
         return max(1, len(self._tokens(text)))
 
+    @override
     def truncate(self, text: str, max_tokens: int) -> str:
         enc = tiktoken_encoding(self._encoding_name)
         tokens = self._tokens(text)
@@ -151,98 +146,94 @@ class OpenAIProvider(EmbeddingProvider):
                 return cut
             keep -= 1
 
-    def known_dimension(self) -> int | None:
-        if self._dimension is not None:
-            return self._dimension
-        if self.settings.dimensions is not None:
-            return self.settings.dimensions
+    @override
+    def documented_dimension(self) -> int | None:
         return self.spec.dimension if self.spec else None
 
-    def _load_dimension(self) -> int:
-        return self.known_dimension() or self._probe_dimension()
-
     # ---- the call ----------------------------------------------------------------------------
-    def _client(self) -> OpenAI:
-        with self._client_lock:
-            if self._client_obj is None:
-                try:
-                    from openai import OpenAI
-                except ImportError:
-                    raise ProviderRejected(
-                        "openai provider unavailable: pip install openai"
-                    ) from None
-                _, key = self.api_key()
-                if key is None:
-                    if self.settings.base_url is None:
-                        raise ProviderRejected(
-                            "OpenAI needs an API key: set "
-                            + " or ".join(self.api_key_names())
-                            + " (DOCVEC_EMBEDDING__API_KEY_ENV names another variable)"
-                        )
-                    key = NO_KEY  # a compatible server without authentication
-                self._key = key
-                self._client_obj = OpenAI(
-                    api_key=key,
-                    base_url=self.base_url,
-                    timeout=self.settings.request_timeout_s,
-                    max_retries=0,  # docvec's base class owns retries
-                )
-            return self._client_obj
+    @override
+    def _client_key(self) -> str | None:
+        if self.settings.base_url is not None:
+            _, key = self.api_key()
+            return key or NO_KEY  # a compatible server without authentication
+        return super()._client_key()
 
+    @override
+    def _missing_key_message(self) -> str:
+        return (
+            super()._missing_key_message()
+            + " (DOCVEC_EMBEDDING__API_KEY_ENV names another variable)"
+        )
+
+    @override
+    def _build_client(self, key: str | None) -> OpenAI:
+        from openai import OpenAI
+
+        return OpenAI(
+            api_key=key,
+            base_url=self.base_url,
+            timeout=self.settings.request_timeout_s,
+            max_retries=0,  # docvec's base class owns retries
+        )
+
+    @override
     def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
-        import openai
-
         client = self._client()
         kwargs: dict[str, Any] = {"model": self.model, "input": texts, "encoding_format": "float"}
         if self.settings.dimensions is not None:
             kwargs["dimensions"] = self.settings.dimensions
-        try:
+        with self._mapped_errors():
             response = client.embeddings.create(**kwargs)
-        except openai.APIStatusError as exc:
-            raise self._status_error(exc) from None
-        except openai.APITimeoutError:
-            raise ProviderUnavailable(
-                f"openai: no answer from {self.base_url} within "
-                f"{self.settings.request_timeout_s:g}s"
-            ) from None
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc
-            raise ProviderUnavailable(
-                f"openai: cannot reach {self.base_url}: "
-                + self._redact(f"{type(cause).__name__}: {cause}")
-            ) from None
-        except Exception as exc:
-            if is_network_error(exc):
-                raise ProviderUnavailable(
-                    f"openai: network error: {self._redact(f'{type(exc).__name__}: {exc}')}"
-                ) from None
-            raise
         # Items carry their index; a server may answer out of order.
-        data = sorted(response.data, key=lambda d: d.index)
-        vectors = [list(d.embedding) for d in data]
+        data = sorted(response.data, key=lambda item: item.index)
+        vectors = [list(item.embedding) for item in data]
         usage = getattr(response, "usage", None)
         tokens = getattr(usage, "total_tokens", None) if usage is not None else None
         return Embedded(vectors, tokens if isinstance(tokens, int) else None)
 
-    def _redact(self, text: str) -> str:
-        return redact(text, [self._key])
+    @override
+    def _map_error(self, exc: Exception) -> DocvecError | None:
+        import openai
+
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_error(exc)
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderUnavailable(
+                f"openai: no answer from {self.base_url} within "
+                f"{self.settings.request_timeout_s:g}s"
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return ProviderUnavailable(
+                f"openai: cannot reach {self.base_url}: "
+                + self._redact(f"{type(cause).__name__}: {cause}")
+            )
+        return super()._map_error(exc)
+
+    @override
+    def _network_message(self, exc: BaseException) -> str:
+        return f"openai: network error: {self._redact(f'{type(exc).__name__}: {exc}')}"
 
     def _status_error(self, exc: Any) -> ProviderUnavailable | ProviderRejected:
         status = int(exc.status_code)
         body = exc.body
         message = body.get("message") if isinstance(body, dict) else None
         code = body.get("code") if isinstance(body, dict) else None
-        text = self._redact(str(message or exc.message or "")).strip()[:500]
-        what = f"openai: HTTP {status}" + (f" {code}" if code else "")
-        what += f": {text}" if text else ""
+        what = self._status_line(status, message or exc.message, code)
         if status == 429 and code == "insufficient_quota":
             # A 429 that waiting does not fix: the account is out of credit.
             return ProviderRejected(what + " (add credit, then re-vectorize)")
-        if transient_status(status):
+
+        def retry_after() -> float | None:
             headers = dict(exc.response.headers) if exc.response is not None else None
-            return ProviderUnavailable(what, retry_after_s=parse_retry_after(headers))
+            return parse_retry_after(headers)
+
+        return self._http_error(status, what, retry_after_s=retry_after)
+
+    @override
+    def _rejection_hint(self, status: int) -> str:
         if status == 401:
-            what += " (check the key in " + " or ".join(self.api_key_names()) + ")"
-        elif status == 404:
-            what += f" (is the model {self.model!r} served at {self.base_url}?)"
-        return ProviderRejected(what)
+            return " (check the key in " + " or ".join(self.api_key_names()) + ")"
+        if status == 404:
+            return f" (is the model {self.model!r} served at {self.base_url}?)"
+        return ""

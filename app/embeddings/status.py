@@ -58,24 +58,24 @@ class ProviderStatus:
 
     def limits_text(self) -> str:
         """The limits in one line, for a table cell."""
-        lim = self.limits
-        if not lim:
+        limits = self.limits
+        if not limits:
             return ""
-        per_request = f"max {lim['max_inputs_per_request']}"
-        if lim.get("max_tokens_per_request"):
-            per_request += f", {lim['max_tokens_per_request']} tokens"
+        per_request = f"max {limits['max_inputs_per_request']}"
+        if limits.get("max_tokens_per_request"):
+            per_request += f", {limits['max_tokens_per_request']} tokens"
         text = (
-            f"batch {lim['batch_size']} ({per_request}) · "
-            f"{lim['max_concurrency']} in flight · "
-            f"rpm {lim['requests_per_minute'] or 'unlimited'} · "
-            f"tpm {lim['tokens_per_minute'] or 'unlimited'} · "
-            f"{lim['max_attempts']} tries within {lim['retry_budget_s']:g} s"
+            f"batch {limits['batch_size']} ({per_request}) · "
+            f"{limits['max_concurrency']} in flight · "
+            f"rpm {limits['requests_per_minute'] or 'unlimited'} · "
+            f"tpm {limits['tokens_per_minute'] or 'unlimited'} · "
+            f"{limits['max_attempts']} tries within {limits['retry_budget_s']:g} s"
         )
-        if lim.get("request_timeout_s"):
-            text += f" · timeout {lim['request_timeout_s']:g} s"
-        limit = lim.get("max_input_tokens")
+        if limits.get("request_timeout_s"):
+            text += f" · timeout {limits['request_timeout_s']:g} s"
+        limit = limits.get("max_input_tokens")
         text += f" · inputs over {limit} tokens: " if limit else " · over-long inputs: "
-        return text + str(lim["overlong_inputs"])
+        return text + str(limits["overlong_inputs"])
 
 
 def settings_for(name: str, settings: EmbeddingSettings) -> EmbeddingSettings:
@@ -123,8 +123,8 @@ def provider_statuses(
 def _status(
     name: str, settings: EmbeddingSettings, *, configured: bool, probe: bool, timeout_s: float
 ) -> ProviderStatus:
-    st = ProviderStatus(provider=name, configured=configured, available=False)
-    st.model = settings.model
+    status = ProviderStatus(provider=name, configured=configured, available=False)
+    status.model = settings.model
     try:
         provider = provider_class(name)(
             settings.model_copy(
@@ -132,67 +132,67 @@ def _status(
             )
         )
     except DocvecError as exc:
-        st.reason = str(exc)
-        return st
-    st.model = provider.model
-    st.base_url = provider.base_url if provider.remote else None
-    st.limits = provider.limits()
-    st.limits["request_timeout_s"] = settings.request_timeout_s if provider.remote else None
+        status.reason = str(exc)
+        return status
+    status.model = provider.model
+    status.base_url = provider.base_url if provider.remote else None
+    status.limits = provider.limits()
+    status.limits["request_timeout_s"] = settings.request_timeout_s if provider.remote else None
     key_name, _ = provider.api_key()
     names = list(provider.api_key_names())
     if names:
-        st.api_key = {"env": names, "present": key_name is not None, "found_in": key_name}
+        status.api_key = {"env": names, "present": key_name is not None, "found_in": key_name}
 
     problems = provider.problems()
     sdk_missing = [p for p in problems if p.startswith("SDK")]
-    st.checks["sdk"] = "; ".join(sdk_missing) if sdk_missing else "ok"
+    status.checks["sdk"] = "; ".join(sdk_missing) if sdk_missing else "ok"
     if key_name is not None:
-        st.checks["api_key"] = f"present in {key_name}"
+        status.checks["api_key"] = f"present in {key_name}"
     elif provider.requires_api_key:
-        st.checks["api_key"] = "missing: set " + " or ".join(names)
+        status.checks["api_key"] = "missing: set " + " or ".join(names)
     else:
-        st.checks["api_key"] = "not needed" + (
+        status.checks["api_key"] = "not needed" + (
             f" (optional: {' or '.join(names)})" if names else ""
         )
     if problems:
-        st.reason = "; ".join(problems)
-        st.dimension = provider.known_dimension()
-        return st
+        status.reason = "; ".join(problems)
+        status.dimension = provider.known_dimension()
+        return status
 
     if not provider.remote:
         try:
-            st.dimension = provider.dimension
+            status.dimension = provider.dimension
         except DocvecError as exc:
-            st.reason = str(exc)
-            st.checks["model"] = f"failed: {exc}"
-            return st
-        st.checks["model"] = "ok"
-        st.available = True
-        return st
+            status.reason = str(exc)
+            status.checks["model"] = f"failed: {exc}"
+            return status
+        status.checks["model"] = "ok"
+        status.available = True
+        return status
 
     if not probe:
-        st.dimension = provider.known_dimension()
-        st.checks["server"] = "not checked"
-        st.available = True
-        return st
+        status.dimension = provider.known_dimension()
+        status.checks["server"] = "not checked"
+        status.available = True
+        return status
 
     dimension, error, ms = _probe(provider, key_name)
     if error is not None:
-        st.reason = error
-        st.checks["server"] = f"failed: {error}"
-        st.dimension = provider.known_dimension()
-        return st
-    st.dimension = dimension
-    st.checks["server"] = f"answered in {ms:.0f} ms"
-    st.available = True
-    return st
+        status.reason = error
+        status.checks["server"] = f"failed: {error}"
+        status.dimension = provider.known_dimension()
+        return status
+    status.dimension = dimension
+    status.checks["server"] = f"answered in {ms:.0f} ms"
+    status.available = True
+    return status
 
 
 def _probe(
     provider: EmbeddingProvider, key_name: str | None
 ) -> tuple[int | None, str | None, float]:
-    s = provider.settings
-    key = (provider.name, provider.model, provider.base_url, s.dimensions, key_name)
+    settings = provider.settings
+    key = (provider.name, provider.model, provider.base_url, settings.dimensions, key_name)
     now = time.monotonic()
     with _probe_lock:
         hit = _probe_cache.get(key)
@@ -206,7 +206,7 @@ def _probe(
     except DocvecError as exc:
         error = str(exc)
     except Exception as exc:  # an SDK surprise is reported, not raised
-        from app.embeddings.base import redact
+        from app.embeddings.http_helpers import redact
 
         error = redact(f"{type(exc).__name__}: {exc}")[:500]
     ms = (time.perf_counter() - t0) * 1000

@@ -18,17 +18,11 @@ from hypothesis import strategies as st
 
 from app.config import EmbeddingSettings, Settings
 from app.embeddings import PROVIDERS, create_provider, provider_class
-from app.embeddings.base import (
-    Embedded,
-    EmbeddingProvider,
-    EmbeddingUsage,
-    InputKind,
-    RateLimiter,
-    model_prefixes,
-    parse_duration,
-    parse_retry_after,
-    redact,
-)
+from app.embeddings.base import Embedded, EmbeddingProvider, InputKind
+from app.embeddings.http_helpers import parse_duration, parse_retry_after, redact
+from app.embeddings.prefixes import model_prefixes
+from app.embeddings.ratelimit import RateLimiter
+from app.embeddings.usage import EmbeddingUsage
 from app.errors import DimensionMismatch, ProviderRejected, ProviderUnavailable
 
 

@@ -23,10 +23,10 @@ from app.embeddings.local import (
     BACKENDS,
     MANIFEST,
     LocalProvider,
-    _importable,
     exported_model,
     resolve_model_path,
 )
+from app.embeddings.local.encoders import importable as _importable
 from app.pipeline.chunk import Chunker
 from app.pipeline.extract import extract
 
