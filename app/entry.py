@@ -1,8 +1,8 @@
 """Entry point of the ``docvec`` script.
 
 ``docvec worker`` must point prometheus-client at its multiprocess folder *before* anything imports
-prometheus-client (it picks its value store at import time), and the CLI module imports the whole
-application; so that one step happens here, before the CLI is imported.
+prometheus-client (it picks its value store at import time), and the CLI (:mod:`app.cli`) imports
+the whole application; so that one step happens here, before the CLI is imported.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ from app.vectorstore import DEFAULT_SEARCH_MODE, SEARCH_MODES, SearchMode, Vecto
 
 #: ``enqueue(document_id, generation)`` — schedule processing of that generation of a document.
 Enqueue = Callable[[uuid.UUID, int], None]
+#: ``(document_id, generation)``: a run to enqueue (or run in-process) after the caller commits.
+Job = tuple[uuid.UUID, int]
 
 #: Longest stored file name, characters (fits the column and common file systems' 255 bytes).
 MAX_FILE_NAME = 200
@@ -61,45 +63,45 @@ def sanitize_file_name(name: str | None) -> str:
 
 
 # ---- projects -----------------------------------------------------------------------------
-def create_project(s: Session, *, name: str, description: str | None = None) -> Project:
+def create_project(session: Session, *, name: str, description: str | None = None) -> Project:
     """Create a project. Raises :class:`Conflict` if the name is taken."""
     project = Project(name=name, description=description)
-    s.add(project)
+    session.add(project)
     try:
-        s.flush()
+        session.flush()
     except IntegrityError as exc:
-        s.rollback()
+        session.rollback()
         raise Conflict(f"a project named {name!r} already exists") from exc
     return project
 
 
-def get_or_create_project(s: Session, *, name: str) -> Project:
+def get_or_create_project(session: Session, *, name: str) -> Project:
     """The project called ``name``, created if missing."""
-    project = s.scalar(select(Project).where(Project.name == name))
+    project = session.scalar(select(Project).where(Project.name == name))
     if project is not None:
         return project
     try:
-        return create_project(s, name=name)
+        return create_project(session, name=name)
     except Conflict:
-        found = s.scalar(select(Project).where(Project.name == name))
+        found = session.scalar(select(Project).where(Project.name == name))
         assert found is not None
         return found
 
 
-def get_project(s: Session, project_id: uuid.UUID) -> Project:
+def get_project(session: Session, project_id: uuid.UUID) -> Project:
     """The project, or :class:`NotFound`."""
-    project = s.get(Project, project_id)
+    project = session.get(Project, project_id)
     if project is None:
         raise NotFound(f"project {project_id} not found")
     return project
 
 
-def find_project(s: Session, ref: str) -> Project:
+def find_project(session: Session, ref: str) -> Project:
     """A project by name or id (the CLI accepts either)."""
-    project = s.scalar(select(Project).where(Project.name == ref))
+    project = session.scalar(select(Project).where(Project.name == ref))
     if project is None:
         try:
-            project = s.get(Project, uuid.UUID(ref))
+            project = session.get(Project, uuid.UUID(ref))
         except ValueError:
             project = None
     if project is None:
@@ -107,20 +109,78 @@ def find_project(s: Session, ref: str) -> Project:
     return project
 
 
+@dataclass(frozen=True, slots=True)
+class ProjectSummary:
+    """A project and how many documents it holds."""
+
+    id: uuid.UUID
+    name: str
+    documents: int
+
+
+def list_project_summaries(session: Session) -> list[ProjectSummary]:
+    """Every project by name, with its number of documents."""
+    rows = session.execute(
+        select(Project.id, Project.name, func.count(Document.id))
+        .outerjoin(Document, Document.project_id == Project.id)
+        .group_by(Project.id, Project.name)
+        .order_by(Project.name)
+    ).all()
+    return [ProjectSummary(id=i, name=n, documents=c) for i, n, c in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectDocuments:
+    """A project with all its documents, by file name."""
+
+    project: Project
+    documents: list[Document]
+
+
+def list_project_documents(
+    session: Session, *, project: Project | None = None
+) -> list[ProjectDocuments]:
+    """Every project by name (or only ``project``), each with its documents by file name."""
+    projects = (
+        [project]
+        if project is not None
+        else list(session.scalars(select(Project).order_by(Project.name)))
+    )
+    return [
+        ProjectDocuments(
+            project=p,
+            documents=list(
+                session.scalars(
+                    select(Document).where(Document.project_id == p.id).order_by(Document.file_name)
+                )
+            ),
+        )
+        for p in projects
+    ]
+
+
+def project_names(session: Session, *, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The names of those of ``ids`` that are projects (deleted ones are missing)."""
+    rows = session.execute(select(Project.id, Project.name).where(Project.id.in_(list(ids))))
+    return {project_id: name for project_id, name in rows.all()}
+
+
 def delete_project(
-    s: Session, *, project: Project, store: VectorStore, storage: FileStorage
+    session: Session, *, project: Project, store: VectorStore, storage: FileStorage
 ) -> None:
     """Delete the project's rows, then its points and unreferenced files.
 
     SQL goes first so that no search can return a chunk of a deleted project; points left behind
     by a crash in between are invisible (search hydrates from SQL) and ``reconcile`` removes them.
     """
-    uris = list(s.scalars(select(Document.storage_uri).where(Document.project_id == project.id)))
+    uris = list(
+        session.scalars(select(Document.storage_uri).where(Document.project_id == project.id))
+    )
     project_id = project.id
-    s.delete(project)
-    s.commit()
+    session.delete(project)
+    session.commit()
     store.delete_project(project_id)
-    _delete_unreferenced_files(s, storage, uris)
+    _delete_unreferenced_files(session, storage, uris)
 
 
 # ---- documents ----------------------------------------------------------------------------
@@ -133,7 +193,7 @@ class AddResult:
 
 
 def add_document(
-    s: Session,
+    session: Session,
     *,
     project: Project,
     storage: FileStorage,
@@ -156,7 +216,7 @@ def add_document(
     else:
         assert pieces is not None
         stored = storage.save_stream(pieces, max_bytes=max_bytes)
-    existing = _by_sha(s, project.id, stored.sha256)
+    existing = _by_sha(session, project.id, stored.sha256)
     if existing is not None:
         return AddResult(existing, created=False)
     doc = Document(
@@ -169,40 +229,40 @@ def add_document(
         status=DocumentStatus.pending,
         generation=1,
     )
-    s.add(doc)
+    session.add(doc)
     try:
-        s.flush()
+        session.flush()
     except IntegrityError:
         # A concurrent upload of the same bytes won the unique (project_id, sha256) race.
-        s.rollback()
-        existing = _by_sha(s, project.id, stored.sha256)
+        session.rollback()
+        existing = _by_sha(session, project.id, stored.sha256)
         if existing is None:
             raise
         return AddResult(existing, created=False)
     return AddResult(doc, created=True)
 
 
-def _by_sha(s: Session, project_id: uuid.UUID, sha: str) -> Document | None:
-    return s.scalar(
+def _by_sha(session: Session, project_id: uuid.UUID, sha: str) -> Document | None:
+    return session.scalar(
         select(Document).where(Document.project_id == project_id, Document.sha256 == sha)
     )
 
 
-def get_document(s: Session, document_id: uuid.UUID) -> Document:
+def get_document(session: Session, document_id: uuid.UUID) -> Document:
     """The document, or :class:`NotFound`."""
-    doc = s.get(Document, document_id)
+    doc = session.get(Document, document_id)
     if doc is None:
         raise NotFound(f"document {document_id} not found")
     return doc
 
 
-def request_revectorize(s: Session, *, document: Document) -> int:
+def request_revectorize(session: Session, *, document: Document) -> int:
     """Bump the document's generation and mark it ``pending``; returns the new generation.
 
     The caller commits, then enqueues ``(document.id, generation)``. Older runs still in flight
     see a newer generation at commit time and write nothing (DESIGN §2, invariant 3).
     """
-    s.execute(
+    session.execute(
         update(Document)
         .where(Document.id == document.id)
         .values(
@@ -212,24 +272,33 @@ def request_revectorize(s: Session, *, document: Document) -> int:
             failed_stage=None,
         )
     )
-    s.refresh(document)
+    session.refresh(document)
     return document.generation
 
 
+def revectorize_project(session: Session, *, project: Project) -> list[Job]:
+    """Mark every document of the project for re-vectorizing (:func:`request_revectorize`).
+
+    Returns the jobs for the caller to enqueue after committing.
+    """
+    documents = session.scalars(select(Document).where(Document.project_id == project.id)).all()
+    return [(d.id, request_revectorize(session, document=d)) for d in documents]
+
+
 def delete_document(
-    s: Session, *, document: Document, store: VectorStore, storage: FileStorage
+    session: Session, *, document: Document, store: VectorStore, storage: FileStorage
 ) -> None:
     """Delete the document's rows (chunks, attempts cascade), then its points and file."""
     doc_id, uri = document.id, document.storage_uri
-    s.delete(document)
-    s.commit()
+    session.delete(document)
+    session.commit()
     store.delete_document(doc_id)
-    _delete_unreferenced_files(s, storage, [uri])
+    _delete_unreferenced_files(session, storage, [uri])
 
 
-def _delete_unreferenced_files(s: Session, storage: FileStorage, uris: Sequence[str]) -> None:
+def _delete_unreferenced_files(session: Session, storage: FileStorage, uris: Sequence[str]) -> None:
     for uri in set(uris):
-        still_used = s.scalar(select(func.count()).where(Document.storage_uri == uri))
+        still_used = session.scalar(select(func.count()).where(Document.storage_uri == uri))
         if not still_used:
             storage.delete(uri)
 
@@ -260,7 +329,7 @@ class SearchResult:
 
 
 def search(
-    s: Session,
+    session: Session,
     *,
     project: Project,
     query: str,
@@ -304,11 +373,13 @@ def search(
         return []
     rows = {
         c.id: c
-        for c in s.scalars(select(DocumentChunk).where(DocumentChunk.id.in_([h.id for h in hits])))
+        for c in session.scalars(
+            select(DocumentChunk).where(DocumentChunk.id.in_([h.id for h in hits]))
+        )
     }
     names: dict[uuid.UUID, str] = {
         doc_id: file_name
-        for doc_id, file_name in s.execute(
+        for doc_id, file_name in session.execute(
             select(Document.id, Document.file_name).where(
                 Document.id.in_({h.document_id for h in hits}), Document.project_id == project.id
             )
@@ -339,27 +410,27 @@ def search(
 
 
 # ---- operations: retry, sweep, reconcile --------------------------------------------------
-def retry_failed(s: Session, *, project: Project | None = None) -> list[tuple[uuid.UUID, int]]:
+def retry_failed(session: Session, *, project: Project | None = None) -> list[Job]:
     """Mark every failed document (of one project, or all) pending again with a new generation.
 
-    Returns ``(document_id, generation)`` pairs for the caller to enqueue after committing.
+    Returns the jobs for the caller to enqueue after committing.
     """
     q = select(Document).where(Document.status == DocumentStatus.failed)
     if project is not None:
         q = q.where(Document.project_id == project.id)
-    return [(d.id, request_revectorize(s, document=d)) for d in s.scalars(q).all()]
+    return [(d.id, request_revectorize(session, document=d)) for d in session.scalars(q).all()]
 
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
     """What one sweep did: documents re-enqueued, and documents failed for good."""
 
-    requeued: list[tuple[uuid.UUID, int]]
+    requeued: list[Job]
     failed: list[uuid.UUID]
 
 
 def sweep_stuck(
-    s: Session,
+    session: Session,
     *,
     stuck_after_s: float,
     pending_after_s: float,
@@ -382,9 +453,9 @@ def sweep_stuck(
     from app.db.models import AttemptOutcome, VectorizationAttempt, utcnow
 
     now = utcnow()
-    requeued: list[tuple[uuid.UUID, int]] = []
+    requeued: list[Job] = []
     failed: list[uuid.UUID] = []
-    stuck = s.scalars(
+    stuck = session.scalars(
         select(Document)
         .where(Document.status == DocumentStatus.processing)
         .with_for_update(skip_locked=True)
@@ -392,7 +463,7 @@ def sweep_stuck(
     for d in stuck:
         if (now - _aware(d.updated_at)).total_seconds() < stuck_after_s:
             continue
-        unfinished = s.scalar(
+        unfinished = session.scalar(
             select(func.count()).where(
                 VectorizationAttempt.document_id == d.id,
                 VectorizationAttempt.generation == d.generation,
@@ -411,7 +482,9 @@ def sweep_stuck(
         d.status = DocumentStatus.pending
         d.error = "re-enqueued by the sweep: its worker stopped without finishing"
         requeued.append((d.id, d.generation))
-    waiting = s.scalars(select(Document).where(Document.status == DocumentStatus.pending)).all()
+    waiting = session.scalars(
+        select(Document).where(Document.status == DocumentStatus.pending)
+    ).all()
     for d in waiting:
         if d.id in {r[0] for r in requeued}:
             continue
@@ -465,7 +538,7 @@ class ReconcileReport:
         }
 
 
-def reconcile(s: Session, *, store: VectorStore) -> ReconcileReport:
+def reconcile(session: Session, *, store: VectorStore) -> ReconcileReport:
     """Compare every chunk row with every point.
 
     Only settled documents are compared: a document being processed may legitimately have its new
@@ -473,10 +546,12 @@ def reconcile(s: Session, *, store: VectorStore) -> ReconcileReport:
     Points that have a chunk row but no lexical side (BM25 terms) are reported by document.
     Memory: one UUID set per side (about 100 bytes per chunk).
     """
-    busy = set(s.scalars(select(Document.id).where(Document.status == DocumentStatus.processing)))
+    busy = set(
+        session.scalars(select(Document.id).where(Document.status == DocumentStatus.processing))
+    )
     rows: dict[uuid.UUID, uuid.UUID] = {
         cid: did
-        for cid, did in s.execute(select(DocumentChunk.id, DocumentChunk.document_id)).all()
+        for cid, did in session.execute(select(DocumentChunk.id, DocumentChunk.document_id)).all()
     }
     points = store.point_ids()
     if busy:
@@ -488,13 +563,15 @@ def reconcile(s: Session, *, store: VectorStore) -> ReconcileReport:
             missing[did] = missing.get(did, 0) + 1
     counts = {
         did: n
-        for did, n in s.execute(
+        for did, n in session.execute(
             select(DocumentChunk.document_id, func.count()).group_by(DocumentChunk.document_id)
         ).all()
     }
     mismatches = {
         d.id: (d.chunk_count, counts.get(d.id, 0))
-        for d in s.scalars(select(Document).where(Document.status == DocumentStatus.vectorized))
+        for d in session.scalars(
+            select(Document).where(Document.status == DocumentStatus.vectorized)
+        )
         if d.chunk_count != counts.get(d.id, 0)
     }
     no_lexical: dict[uuid.UUID, int] = {}
@@ -505,19 +582,17 @@ def reconcile(s: Session, *, store: VectorStore) -> ReconcileReport:
     return ReconcileReport(orphans, missing, mismatches, missing_lexical=no_lexical)
 
 
-def repair(
-    s: Session, *, store: VectorStore, report: ReconcileReport
-) -> list[tuple[uuid.UUID, int]]:
+def repair(session: Session, *, store: VectorStore, report: ReconcileReport) -> list[Job]:
     """Delete orphan points; mark documents with missing points or lexical sides for re-vectorizing.
 
-    Returns ``(document_id, generation)`` pairs for the caller to enqueue after committing.
+    Returns the jobs for the caller to enqueue after committing.
     """
     store.delete_points(report.orphan_points)
-    todo: list[tuple[uuid.UUID, int]] = []
+    todo: list[Job] = []
     redo = set(report.missing_points) | set(report.count_mismatches) | set(report.missing_lexical)
     for doc_id in redo:
-        doc = s.get(Document, doc_id)
+        doc = session.get(Document, doc_id)
         if doc is not None:
-            todo.append((doc.id, request_revectorize(s, document=doc)))
+            todo.append((doc.id, request_revectorize(session, document=doc)))
     report.fixed = True
     return todo

@@ -39,8 +39,8 @@ _bearer = HTTPBearer(
 
 def authorize(
     request: Request,
-    s: SessionDep,
-    rt: RuntimeDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     """The caller, checked against the resource the path names.
@@ -50,14 +50,14 @@ def authorize(
             or document is outside the key's scope.
     """
     if credentials is None:
-        if not rt.settings.require_api_key and not apikeys.any_active_key(s):
+        if not runtime.settings.require_api_key and not apikeys.any_active_key(session):
             return apikeys.ANONYMOUS
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "an API key is required: send the header 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = apikeys.authenticate(s, credentials.credentials)
+    principal = apikeys.authenticate(session, credentials.credentials)
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -65,7 +65,7 @@ def authorize(
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     if not principal.all_projects:
-        _check_scope(request, s, principal)
+        _check_scope(request, session, principal)
     return principal
 
 
@@ -85,14 +85,14 @@ def require_all_projects(principal: PrincipalDep) -> Principal:
     return principal
 
 
-def _check_scope(request: Request, s: SessionDep, principal: Principal) -> None:
+def _check_scope(request: Request, session: SessionDep, principal: Principal) -> None:
     params = request.path_params
     project_id = _as_uuid(params.get("project_id"))
     if project_id is not None and not principal.can_access(project_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {project_id} not found")
     document_id = _as_uuid(params.get("document_id"))
     if document_id is not None:
-        owner = s.scalar(select(Document.project_id).where(Document.id == document_id))
+        owner = session.scalar(select(Document.project_id).where(Document.id == document_id))
         if owner is None or not principal.can_access(owner):
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"document {document_id} not found")
 

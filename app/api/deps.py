@@ -13,13 +13,13 @@ from app.services import Enqueue
 
 
 def get_runtime(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    rt: Runtime = request.app.state.runtime
-    with rt.sessions() as session:
+    runtime: Runtime = request.app.state.runtime
+    with runtime.sessions() as session:
         yield session
 
 

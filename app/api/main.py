@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from app.api.auth import authorize
 from app.api.limits import BodySizeLimit
@@ -15,7 +16,7 @@ from app.config import Settings, get_settings
 from app.db import migrate
 from app.jobqueue import JobQueue
 from app.runtime import Runtime
-from app.services import Enqueue
+from app.services import Enqueue, NotFound
 
 
 def create_app(
@@ -58,6 +59,7 @@ def create_app(
         description="Documents in, searchable vectors out.",
         lifespan=lifespan,
     )
+    app.add_exception_handler(NotFound, _not_found)
     # Bodies are counted as they stream in: an oversized upload is cut off before it is spooled.
     app.add_middleware(BodySizeLimit, upload_limit=settings.upload_request_limit)
     app.include_router(health.router)
@@ -67,3 +69,11 @@ def create_app(
     app.include_router(status.router, dependencies=[Depends(authorize)])
     app.include_router(metrics.router, dependencies=[Depends(authorize)])
     return app
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    """A missing project or document (:class:`~app.services.NotFound`) answers 404.
+
+    The body is the one ``HTTPException(404, str(exc))`` gives, so routes simply let it rise.
+    """
+    return JSONResponse({"detail": str(exc)}, status_code=404)

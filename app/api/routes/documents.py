@@ -32,13 +32,6 @@ LimitQ = Annotated[int, Query(ge=1, le=500)]
 OffsetQ = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
-def _document(s: SessionDep, document_id: uuid.UUID) -> Document:
-    try:
-        return services.get_document(s, document_id)
-    except services.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-
-
 def _pieces(upload: UploadFile) -> Iterator[bytes]:
     while piece := upload.file.read(CHUNK_BYTES):
         yield piece
@@ -52,15 +45,12 @@ def _pieces(upload: UploadFile) -> Iterator[bytes]:
 def upload_documents(
     project_id: uuid.UUID,
     files: Annotated[list[UploadFile], File(description="one or more documents")],
-    s: SessionDep,
-    rt: RuntimeDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
     enqueue: EnqueueDep,
 ) -> dict[str, object]:
     """Upload documents; each is stored, recorded and queued. Same bytes return the existing one."""
-    try:
-        project = services.get_project(s, project_id)
-    except services.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    project = services.get_project(session, project_id)
     # Validate every file before recording any, so a bad file in a batch records nothing.
     for upload in files:
         head = upload.file.read(8192)
@@ -84,21 +74,21 @@ def upload_documents(
         try:
             added.append(
                 services.add_document(
-                    s,
+                    session,
                     project=project,
-                    storage=rt.storage,
+                    storage=runtime.storage,
                     file_name=upload.filename,
                     pieces=_pieces(upload),
                     content_type=upload.content_type,
-                    max_bytes=rt.settings.max_upload_bytes,
+                    max_bytes=runtime.settings.max_upload_bytes,
                 )
             )
         except DocumentTooLarge as exc:
-            s.rollback()
+            session.rollback()
             raise HTTPException(
                 status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: {exc}"
             ) from exc
-    s.commit()
+    session.commit()
     for r in added:
         if r.created:
             enqueue(r.document.id, r.document.generation)
@@ -119,21 +109,18 @@ def upload_documents(
 @router.get("/projects/{project_id}/documents", response_model=Page[DocumentOut])
 def list_documents(
     project_id: uuid.UUID,
-    s: SessionDep,
+    session: SessionDep,
     status_: Annotated[DocumentStatus | None, Query(alias="status")] = None,
     limit: LimitQ = 50,
     offset: OffsetQ = 0,
 ) -> dict[str, object]:
     """List a project's documents, optionally by status."""
-    try:
-        services.get_project(s, project_id)
-    except services.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    services.get_project(session, project_id)
     cond = [Document.project_id == project_id]
     if status_ is not None:
         cond.append(Document.status == status_.value)
-    total = s.scalar(select(func.count()).select_from(Document).where(*cond)) or 0
-    items = s.scalars(
+    total = session.scalar(select(func.count()).select_from(Document).where(*cond)) or 0
+    items = session.scalars(
         select(Document)
         .where(*cond)
         .order_by(Document.created_at, Document.id)
@@ -144,20 +131,20 @@ def list_documents(
 
 
 @router.get("/documents/{document_id}", response_model=DocumentDetail)
-def get_document(document_id: uuid.UUID, s: SessionDep) -> Document:
+def get_document(document_id: uuid.UUID, session: SessionDep) -> Document:
     """A document's status, error, failed stage, counts, model and every attempt."""
-    return _document(s, document_id)
+    return services.get_document(session, document_id)
 
 
 @router.get("/documents/{document_id}/chunks", response_model=Page[ChunkOut])
 def list_chunks(
-    document_id: uuid.UUID, s: SessionDep, limit: LimitQ = 100, offset: OffsetQ = 0
+    document_id: uuid.UUID, session: SessionDep, limit: LimitQ = 100, offset: OffsetQ = 0
 ) -> dict[str, object]:
     """A document's chunks in order."""
-    _document(s, document_id)
+    services.get_document(session, document_id)
     cond = DocumentChunk.document_id == document_id
-    total = s.scalar(select(func.count()).select_from(DocumentChunk).where(cond)) or 0
-    items = s.scalars(
+    total = session.scalar(select(func.count()).select_from(DocumentChunk).where(cond)) or 0
+    items = session.scalars(
         select(DocumentChunk)
         .where(cond)
         .order_by(DocumentChunk.chunk_index)
@@ -173,23 +160,25 @@ def list_chunks(
     response_model=Accepted,
 )
 def revectorize_document(
-    document_id: uuid.UUID, s: SessionDep, enqueue: EnqueueDep, request: Request
+    document_id: uuid.UUID, session: SessionDep, enqueue: EnqueueDep, request: Request
 ) -> dict[str, object]:
     """Re-vectorize one document (a newer request supersedes runs still in flight)."""
-    doc = _document(s, document_id)
+    doc = services.get_document(session, document_id)
     queue = request.app.state.queue
     if doc.status == DocumentStatus.pending and queue is not None and queue.is_queued(doc.id):
         # A job for it is still waiting in the queue: a double click queues nothing more.
         return {"queued": 0, "document_ids": [doc.id]}
-    generation = services.request_revectorize(s, document=doc)
-    s.commit()
+    generation = services.request_revectorize(session, document=doc)
+    session.commit()
     enqueue(doc.id, generation)
     return {"queued": 1, "document_ids": [doc.id]}
 
 
 @router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_document(document_id: uuid.UUID, s: SessionDep, rt: RuntimeDep) -> Response:
+def delete_document(document_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep) -> Response:
     """Delete a document with its chunks, points and (if unshared) its file."""
-    doc = _document(s, document_id)
-    services.delete_document(s, document=doc, store=rt.vector_store, storage=rt.storage)
+    doc = services.get_document(session, document_id)
+    services.delete_document(
+        session, document=doc, store=runtime.vector_store, storage=runtime.storage
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

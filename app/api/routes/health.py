@@ -20,7 +20,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(rt: RuntimeDep, request: Request) -> JSONResponse:
+def readyz(runtime: RuntimeDep, request: Request) -> JSONResponse:
     """Readiness: database, broker, vector store and embedding provider each answer."""
     checks: dict[str, Any] = {}
 
@@ -32,7 +32,7 @@ def readyz(rt: RuntimeDep, request: Request) -> JSONResponse:
             checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
 
     def db() -> None:
-        with rt.engine.connect() as conn:
+        with runtime.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def broker() -> dict[str, Any] | None:
@@ -40,11 +40,11 @@ def readyz(rt: RuntimeDep, request: Request) -> JSONResponse:
         return ping() if ping else {"skipped": "no broker (in-process mode)"}
 
     def store() -> dict[str, Any]:
-        rt.vector_store.ping()
-        return {"store": rt.vector_store.name}
+        runtime.vector_store.ping()
+        return {"store": runtime.vector_store.name}
 
     def provider() -> dict[str, Any]:
-        p = rt.provider
+        p = runtime.provider
         return {"provider": p.name, "model": p.model, "dimension": p.dimension}
 
     check("database", db)

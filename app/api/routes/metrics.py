@@ -15,12 +15,12 @@ router = APIRouter(tags=["health"])
 @router.get("/metrics", include_in_schema=False)
 def prometheus_metrics(request: Request) -> Response:
     """Prometheus text format: this process's counters, documents by status, queue depth."""
-    rt = request.app.state.runtime
+    runtime = request.app.state.runtime
     queue = request.app.state.queue
 
     def documents_by_status() -> dict[str, int]:
-        with rt.sessions() as s:
-            rows = s.execute(select(Document.status, func.count()).group_by(Document.status))
+        with runtime.sessions() as session:
+            rows = session.execute(select(Document.status, func.count()).group_by(Document.status))
             return {status: n for status, n in rows.all()}
 
     registry = CollectorRegistry()

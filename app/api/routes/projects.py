@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app import services
 from app.api.auth import PrincipalDep, require_all_projects
@@ -30,37 +31,30 @@ LimitQ = Annotated[int, Query(ge=1, le=500)]
 OffsetQ = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
-def _project(s: SessionDep, project_id: uuid.UUID) -> Project:
-    try:
-        return services.get_project(s, project_id)
-    except services.NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-
-
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ProjectOut,
     dependencies=[Depends(require_all_projects)],
 )
-def create_project(body: ProjectCreate, s: SessionDep) -> Project:
+def create_project(body: ProjectCreate, session: SessionDep) -> Project:
     """Create a project (with an API key for all projects, when keys are in use)."""
     try:
-        project = services.create_project(s, name=body.name, description=body.description)
+        project = services.create_project(session, name=body.name, description=body.description)
     except services.Conflict as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
-    s.commit()
+    session.commit()
     return project
 
 
 @router.get("", response_model=Page[ProjectOut])
 def list_projects(
-    s: SessionDep, principal: PrincipalDep, limit: LimitQ = 50, offset: OffsetQ = 0
+    session: SessionDep, principal: PrincipalDep, limit: LimitQ = 50, offset: OffsetQ = 0
 ) -> dict[str, object]:
     """List projects (those the API key opens), oldest first."""
     cond = [] if principal.all_projects else [Project.id.in_(principal.project_ids)]
-    total = s.scalar(select(func.count()).select_from(Project).where(*cond)) or 0
-    items = s.scalars(
+    total = session.scalar(select(func.count()).select_from(Project).where(*cond)) or 0
+    items = session.scalars(
         select(Project)
         .where(*cond)
         .order_by(Project.created_at, Project.id)
@@ -71,18 +65,18 @@ def list_projects(
 
 
 @router.get("/{project_id}", response_model=ProjectDetail)
-def get_project(project_id: uuid.UUID, s: SessionDep) -> dict[str, object]:
+def get_project(project_id: uuid.UUID, session: SessionDep) -> dict[str, object]:
     """A project with its document counts by status."""
-    project = _project(s, project_id)
+    project = services.get_project(session, project_id)
     counts = {
         status_: n
-        for status_, n in s.execute(
+        for status_, n in session.execute(
             select(Document.status, func.count())
             .where(Document.project_id == project.id)
             .group_by(Document.status)
         ).all()
     }
-    chunks = s.scalar(
+    chunks = session.scalar(
         select(func.coalesce(func.sum(Document.chunk_count), 0)).where(
             Document.project_id == project.id
         )
@@ -92,10 +86,12 @@ def get_project(project_id: uuid.UUID, s: SessionDep) -> dict[str, object]:
 
 
 @router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_project(project_id: uuid.UUID, s: SessionDep, rt: RuntimeDep) -> Response:
+def delete_project(project_id: uuid.UUID, session: SessionDep, runtime: RuntimeDep) -> Response:
     """Delete a project with its documents, chunks, points and files."""
-    project = _project(s, project_id)
-    services.delete_project(s, project=project, store=rt.vector_store, storage=rt.storage)
+    project = services.get_project(session, project_id)
+    services.delete_project(
+        session, project=project, store=runtime.vector_store, storage=runtime.storage
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -103,26 +99,30 @@ def delete_project(project_id: uuid.UUID, s: SessionDep, rt: RuntimeDep) -> Resp
     "/{project_id}/revectorize", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted
 )
 def revectorize_project(
-    project_id: uuid.UUID, s: SessionDep, enqueue: EnqueueDep
+    project_id: uuid.UUID, session: SessionDep, enqueue: EnqueueDep
 ) -> dict[str, object]:
     """Re-vectorize every document of the project."""
-    project = _project(s, project_id)
-    docs = s.scalars(select(Document).where(Document.project_id == project.id)).all()
-    jobs = [(d.id, services.request_revectorize(s, document=d)) for d in docs]
-    s.commit()
-    for doc_id, generation in jobs:
-        enqueue(doc_id, generation)
-    return {"queued": len(jobs), "document_ids": [d for d, _ in jobs]}
+    project = services.get_project(session, project_id)
+    jobs = services.revectorize_project(session, project=project)
+    return _commit_and_enqueue(session, enqueue, jobs)
 
 
 @router.post(
     "/{project_id}/retry-failed", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted
 )
-def retry_failed(project_id: uuid.UUID, s: SessionDep, enqueue: EnqueueDep) -> dict[str, object]:
+def retry_failed(
+    project_id: uuid.UUID, session: SessionDep, enqueue: EnqueueDep
+) -> dict[str, object]:
     """Queue every failed document of the project again."""
-    project = _project(s, project_id)
-    jobs = services.retry_failed(s, project=project)
-    s.commit()
+    project = services.get_project(session, project_id)
+    jobs = services.retry_failed(session, project=project)
+    return _commit_and_enqueue(session, enqueue, jobs)
+
+
+def _commit_and_enqueue(
+    session: Session, enqueue: services.Enqueue, jobs: list[services.Job]
+) -> dict[str, object]:
+    session.commit()
     for doc_id, generation in jobs:
         enqueue(doc_id, generation)
     return {"queued": len(jobs), "document_ids": [d for d, _ in jobs]}
@@ -130,16 +130,16 @@ def retry_failed(project_id: uuid.UUID, s: SessionDep, enqueue: EnqueueDep) -> d
 
 @router.post("/{project_id}/search", response_model=SearchResponse)
 def search(
-    project_id: uuid.UUID, body: SearchRequest, s: SessionDep, rt: RuntimeDep
+    project_id: uuid.UUID, body: SearchRequest, session: SessionDep, runtime: RuntimeDep
 ) -> dict[str, object]:
     """Search the project's chunks: dense, lexical (BM25) or hybrid (RRF); best first."""
-    project = _project(s, project_id)
+    project = services.get_project(session, project_id)
     results = services.search(
-        s,
+        session,
         project=project,
         query=body.query,
-        provider=rt.provider,
-        store=rt.vector_store,
+        provider=runtime.provider,
+        store=runtime.vector_store,
         top_k=body.top_k,
         score_threshold=body.score_threshold,
         mode=body.mode,

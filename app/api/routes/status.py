@@ -15,7 +15,7 @@ router = APIRouter(tags=["status"])
 
 @router.get("/status")
 async def status(
-    rt: RuntimeDep,
+    runtime: RuntimeDep,
     probe: ProbeMode = Query(
         "configured",
         description="Which remote providers get one live test request (results cached 30 s).",
@@ -24,9 +24,9 @@ async def status(
 ) -> dict[str, Any]:
     """Each embedding provider: available or not and why, model, dimension, limits in force."""
     report = await run_in_threadpool(
-        provider_statuses, rt.settings.embedding, probe=probe, timeout_s=timeout_s
+        provider_statuses, runtime.settings.embedding, probe=probe, timeout_s=timeout_s
     )
     return {
-        "configured_provider": rt.settings.embedding.provider,
+        "configured_provider": runtime.settings.embedding.provider,
         "providers": [r.as_dict() for r in report],
     }

@@ -1,0 +1,47 @@
+"""``docvec providers``: which embedding providers are available, and their limits."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from app.cli._utilities import JsonOpt, app, fail, out, print_json
+from app.config import get_settings
+
+
+@app.command()
+def providers(
+    probe: Annotated[
+        str,
+        typer.Option(
+            help="Which remote providers get one live test request: configured, all or none."
+        ),
+    ] = "configured",
+    timeout: Annotated[float, typer.Option(help="Seconds per probe request.", min=0.1)] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Embedding providers: available or not (SDK, API key, server), model, dimension, limits.
+
+    Exits with 1 when the configured provider is unavailable.
+    """
+    from app.embeddings.status import ProbeMode, provider_statuses
+
+    modes: dict[str, ProbeMode] = {"configured": "configured", "all": "all", "none": "none"}
+    if probe not in modes:
+        raise fail("--probe must be configured, all or none")
+    report = provider_statuses(get_settings().embedding, probe=modes[probe], timeout_s=timeout)
+    configured_ok = all(r.available for r in report if r.configured)
+    if as_json:
+        print_json({"providers": [r.as_dict() for r in report]})
+        raise typer.Exit(0 if configured_ok else 1)
+    for r in report:
+        name = f"[bold]{r.provider}[/bold]" + (" (configured)" if r.configured else "")
+        state = "[green]available[/green]" if r.available else f"[red]unavailable[/red]: {r.reason}"
+        dim = f"{r.dimension} dims" if r.dimension else "dimension unknown"
+        out.print(f"{name}  {state}")
+        out.print(f"  model {r.model} · {dim}" + (f" · {r.base_url}" if r.base_url else ""))
+        out.print("  checks: " + " · ".join(f"{k} {v}" for k, v in r.checks.items()))
+        out.print(f"  limits: {r.limits_text()}", highlight=False)
+    if not configured_ok:
+        raise typer.Exit(1)
