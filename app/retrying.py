@@ -52,6 +52,10 @@ def retry_call(
     """Run ``call()``; on an error ``is_transient`` accepts, wait :func:`backoff_delay` and try
     again, at most ``attempts`` times in all and never past ``budget_s`` seconds of waiting.
 
+    An error that carries ``retry_after_s`` (:class:`app.errors.TransientError`: a store's
+    Retry-After) is waited for as asked, never less; one that asks for more than the budget
+    left is re-raised at once.
+
     Raises:
         the last error: when it is not transient, or the attempts or the budget are spent.
     """
@@ -62,7 +66,12 @@ def retry_call(
         except Exception as exc:
             if attempt == attempts or not is_transient(exc):
                 raise
-            delay = backoff_delay(attempt, base_s=base_s)
+            retry_after = getattr(exc, "retry_after_s", None)
+            delay = backoff_delay(
+                attempt,
+                base_s=base_s,
+                retry_after_s=float(retry_after) if retry_after is not None else None,
+            )
             if waited + delay > budget_s:
                 raise
             log.warning("%s failed (%s); retry %d in %.1f s", what, exc, attempt, delay)

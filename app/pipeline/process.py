@@ -311,6 +311,14 @@ def _charge(
         start = end
 
 
+#: First wait (seconds) of the store-write retries; each one doubles it, times a factor in
+#: [0.5, 1) (app/retrying.py). The default 4 tries then wait 1-2, 2-4 and 4-8 s: 7 s at least
+#: and 14 s at most, so an outage of a few seconds (a database or Qdrant restart) is outlasted
+#: for sure, within DOCVEC_STORE_RETRY_BUDGET_S (20). At 0.5 s they waited 1.75-3.5 s in all,
+#: and a 3 s outage cost a second embedding in 3 runs of 4 (tests/pipeline/test_store_blip.py).
+STORE_RETRY_BASE_S = 2.0
+
+
 def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]) -> ProcessResult:
     """Upsert one embedded document's points, then record it in one SQL transaction."""
     document_id, claimed, timings = d.document_id, d.claim, d.timings
@@ -395,6 +403,7 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
             is_transient=_store_blip,
             attempts=parts.settings.store_retry_attempts,
             budget_s=parts.settings.store_retry_budget_s,
+            base_s=STORE_RETRY_BASE_S,
             what=f"writing document {document_id}",
         )
         return ProcessResult(

@@ -370,13 +370,18 @@ class PgVectorStore(VectorStore):
     def _connect(self, action: str) -> Iterator[Connection]:
         """One transaction, with connection failures turned into :class:`VectorStoreUnavailable`.
 
+        A connection lost in the middle of the transaction (SQLAlchemy then invalidates it, and
+        the pool's pre-ping replaces the others at their next checkout) is reported as dropped,
+        a refused or timed-out connection as unreachable: both are transient, and nothing of the
+        transaction was committed.
+
         SQL errors (a missing table, bad data) are not outages and propagate unchanged, except
         pgvector's "expected N dimensions" which becomes :class:`DimensionMismatch`.
         """
         try:
             with self._engine.begin() as conn:
                 yield conn
-        except (sa_exc.OperationalError, sa_exc.TimeoutError) as exc:
+        except sa_exc.TimeoutError as exc:  # no pooled connection free in time
             raise VectorStoreUnavailable(
                 f"{self._where} cannot be reached ({action}): {_first_line(exc)}"
             ) from exc
@@ -384,6 +389,10 @@ class PgVectorStore(VectorStore):
             if exc.connection_invalidated:
                 raise VectorStoreUnavailable(
                     f"{self._where} dropped the connection ({action}): {_first_line(exc)}"
+                ) from exc
+            if isinstance(exc, sa_exc.OperationalError):
+                raise VectorStoreUnavailable(
+                    f"{self._where} cannot be reached ({action}): {_first_line(exc)}"
                 ) from exc
             mismatch = parse_dimension_error(self.table, _DIM_ERROR, str(exc.orig))
             if isinstance(exc, sa_exc.DataError) and mismatch is not None:
