@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, OutboxEntry, utcnow
@@ -51,6 +51,27 @@ def put(session: Session, document: Document, *, now: datetime | None = None) ->
         )
     )
     document.queued_at = at
+
+
+def put_jobs(
+    session: Session, jobs: Iterable[tuple[uuid.UUID, int]], *, now: datetime | None = None
+) -> int:
+    """:func:`put` for ``(document_id, generation)`` pairs (the services' job lists); returns
+    how many were recorded. Documents that no longer exist are skipped."""
+    at = now or utcnow()
+    count = 0
+    for document_id, generation in jobs:
+        document = session.get(Document, document_id)
+        if document is None:
+            continue
+        session.add(
+            OutboxEntry(
+                document_id=document_id, generation=generation, created_at=at, available_at=at
+            )
+        )
+        document.queued_at = at
+        count += 1
+    return count
 
 
 def is_queued(document: Document) -> bool:
@@ -81,20 +102,25 @@ def _backoff_s(tries: int) -> float:
     return float(min(MAX_BACKOFF_S, 2 ** min(tries, 6)))
 
 
+#: Seconds a relay pass leases the rows it took: another relay skips them meanwhile; a relay
+#: that dies mid-pass leaves them to the next pass after this long.
+LEASE_S = 30.0
+
+
 def relay(
     sessions: sessionmaker[Session], publish: Publish, *, limit: int = RELAY_BATCH
 ) -> RelayReport:
     """Publish due outbox rows, oldest first, and delete each one the broker accepted.
 
-    Rows are locked with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so relays in several processes
-    share the work instead of publishing the same row twice. The first failed publish stops the
-    pass (the broker is down): that row and the rest of the pass back off (1, 2, 4 … 60 s) and
-    keep their error in ``last_error``. Never raises for a broker failure; a database failure
-    raises (the rows stay and the next pass retries).
+    The pass first leases its rows (``available_at`` moved :data:`LEASE_S` ahead, in a short
+    transaction with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so relays in several processes
+    share the work instead of publishing one row twice, and no SQL transaction stays open while
+    the broker is called (an in-process publisher may write SQL itself). Each accepted row is then
+    deleted in its own short transaction. The first failed publish stops the pass (the broker is
+    down): that row and the rest back off (1, 2, 4 … 60 s) and keep the error in ``last_error``.
+    Never raises for a broker failure; a database failure raises (rows stay for the next pass).
     """
     now = utcnow()
-    published = failed = 0
-    error: str | None = None
     with session_scope(sessions) as session:
         rows = session.scalars(
             select(OutboxEntry)
@@ -104,22 +130,36 @@ def relay(
             .with_for_update(skip_locked=True)
         ).all()
         for row in rows:
-            if error is None:
-                try:
-                    publish(row.document_id, row.generation)
-                except Exception as exc:  # whatever the broker client raises: keep the row
-                    error = f"{type(exc).__name__}: {exc}"[:500]
-                else:
-                    session.delete(row)
-                    published += 1
-                    continue
-            row.tries += 1
-            row.last_error = error
-            row.available_at = now + timedelta(seconds=_backoff_s(row.tries))
-            failed += 1
+            row.available_at = now + timedelta(seconds=LEASE_S)
+        taken = [(row.id, row.document_id, row.generation, row.tries) for row in rows]
+    published = failed = 0
+    error: str | None = None
+    for index, (row_id, document_id, generation, tries) in enumerate(taken):
+        try:
+            publish(document_id, generation)
+        except Exception as exc:  # whatever the broker client raises: keep the rows
+            error = f"{type(exc).__name__}: {exc}"[:500]
+            failed = len(taken) - index
+            _back_off(sessions, [t[0] for t in taken[index:]], tries, error)
+            break
+        with session_scope(sessions) as session:
+            session.execute(delete(OutboxEntry).where(OutboxEntry.id == row_id))
+        published += 1
     if error is not None:
         log.warning("outbox: %d job(s) wait for the broker: %s", failed, error)
     return RelayReport(published=published, failed=failed, error=error)
+
+
+def _back_off(
+    sessions: sessionmaker[Session], row_ids: list[uuid.UUID], tries: int, error: str
+) -> None:
+    at = utcnow() + timedelta(seconds=_backoff_s(tries + 1))
+    with session_scope(sessions) as session:
+        session.execute(
+            update(OutboxEntry)
+            .where(OutboxEntry.id.in_(row_ids))
+            .values(tries=OutboxEntry.tries + 1, last_error=error, available_at=at)
+        )
 
 
 class RelayThread:

@@ -1,8 +1,9 @@
 """Operations shared by the API and the CLI: projects, uploads, re-vectorize, delete, search.
 
-Keyword-only functions over a SQLAlchemy session and the runtime's parts. Enqueueing is a callback
-(``Enqueue``), so this module knows nothing of Celery: the API passes a broker enqueuer, the CLI an
-in-process runner.
+Keyword-only functions over a SQLAlchemy session and the runtime's parts. Functions that decide a
+document needs a run return its :data:`Job`; the caller records it in the outbox in the same
+transaction (:func:`app.outbox.put_jobs`) and publishes after the commit, or runs it in-process.
+This module knows nothing of Celery.
 """
 
 from __future__ import annotations
@@ -248,9 +249,10 @@ def _by_sha(session: Session, project_id: uuid.UUID, sha: str) -> Document | Non
     )
 
 
-def get_document(session: Session, document_id: uuid.UUID) -> Document:
-    """The document, or :class:`NotFound`."""
-    doc = session.get(Document, document_id)
+def get_document(session: Session, document_id: uuid.UUID, *, for_update: bool = False) -> Document:
+    """The document, or :class:`NotFound`; ``for_update`` locks its row (PostgreSQL) until the
+    caller commits, so concurrent requests for one document decide one after the other."""
+    doc = session.get(Document, document_id, with_for_update=for_update or None)
     if doc is None:
         raise NotFound(f"document {document_id} not found")
     return doc
@@ -259,7 +261,7 @@ def get_document(session: Session, document_id: uuid.UUID) -> Document:
 def request_revectorize(session: Session, *, document: Document) -> int:
     """Bump the document's generation and mark it ``pending``; returns the new generation.
 
-    The caller commits, then enqueues ``(document.id, generation)``. Older runs still in flight
+    The caller records the job (outbox) and commits, or runs it here. Older runs still in flight
     see a newer generation at commit time and write nothing (DESIGN §2, invariant 3).
     """
     session.execute(
@@ -423,10 +425,19 @@ def retry_failed(session: Session, *, project: Project | None = None) -> list[Jo
 
 @dataclass(frozen=True, slots=True)
 class SweepResult:
-    """What one sweep did: documents re-enqueued, and documents failed for good."""
+    """What one sweep did: documents re-queued (their jobs are in the outbox), documents failed
+    for good, and attempt rows closed as ``abandoned``."""
 
     requeued: list[Job]
     failed: list[uuid.UUID]
+    abandoned: int = 0
+
+
+#: Reason written on an attempt whose worker died before finishing it.
+ABANDONED_REASON = (
+    "abandoned: its worker stopped without finishing (killed, out of memory, machine lost, or the "
+    "hard time limit); found by the sweep"
+)
 
 
 def sweep_stuck(
@@ -434,27 +445,45 @@ def sweep_stuck(
     *,
     stuck_after_s: float,
     pending_after_s: float,
-    is_queued: Callable[[uuid.UUID], bool],
+    queue_depth: int | None,
     max_runs: int,
 ) -> SweepResult:
-    """Find documents no worker will finish on its own.
+    """Find documents no worker will finish on its own, and runs no worker is running.
 
-    * ``processing`` longer than ``stuck_after_s``: a run cannot last longer than the task's hard
-      time limit, so the worker died (OOM, machine lost) after the message was acknowledged, or the
-      time limit killed it. The sweep re-enqueues it — unless the document already had ``max_runs``
-      runs of this generation that never finished, then it fails for good (a document that kills
-      its worker every time must not loop).
-    * ``pending`` longer than ``pending_after_s`` with no queue guard: the enqueue was lost (broker
-      down at upload time). Documents merely waiting in the queue keep their guard and are left
-      alone, so a long backlog gives no false positives.
+    * Attempts still ``running`` after ``stuck_after_s`` (longer than any run can last: the
+      task's hard time limit plus a minute) end ``abandoned`` with :data:`ABANDONED_REASON`.
+    * ``processing`` longer than ``stuck_after_s``: the worker died (OOM, machine lost) after the
+      message was acknowledged, or the time limit killed it. The sweep re-queues it — unless the
+      document already had ``max_runs`` runs of this generation that never finished, then it
+      fails for good (a document that kills its worker every time must not loop).
+    * ``pending`` longer than ``pending_after_s`` past its ``queued_at`` (or never queued), with
+      no job waiting in the outbox, while the broker's queue is empty (``queue_depth == 0``):
+      its message was lost (a Redis restart without persistence, a purge). While messages wait
+      in the queue a long backlog is not mistaken for loss; with ``queue_depth=None`` (broker
+      unknown) no pending document is re-queued.
 
-    The caller commits, then enqueues ``requeued``.
+    Re-queued documents get their outbox row here, in the caller's transaction; the caller
+    commits and then relays (:func:`app.outbox.relay`).
     """
-    from app.db.models import AttemptOutcome, VectorizationAttempt, utcnow
+    from app import outbox
+    from app.db.models import AttemptOutcome, OutboxEntry, VectorizationAttempt, utcnow
 
     now = utcnow()
     requeued: list[Job] = []
     failed: list[uuid.UUID] = []
+    abandoned = 0
+    old_runs = session.scalars(
+        select(VectorizationAttempt)
+        .where(VectorizationAttempt.outcome == AttemptOutcome.running)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for run in old_runs:
+        if (now - _aware(run.started_at)).total_seconds() >= stuck_after_s:
+            run.outcome = AttemptOutcome.abandoned
+            run.finished_at = now
+            run.error = ABANDONED_REASON
+            run.error_class = "WorkerLost"
+            abandoned += 1
     stuck = session.scalars(
         select(Document)
         .where(Document.status == DocumentStatus.processing)
@@ -467,7 +496,9 @@ def sweep_stuck(
             select(func.count()).where(
                 VectorizationAttempt.document_id == d.id,
                 VectorizationAttempt.generation == d.generation,
-                VectorizationAttempt.outcome == AttemptOutcome.running,
+                VectorizationAttempt.outcome.in_(
+                    [AttemptOutcome.running, AttemptOutcome.abandoned]
+                ),
             )
         )
         if (unfinished or 0) >= max_runs:
@@ -480,20 +511,26 @@ def sweep_stuck(
             failed.append(d.id)
             continue
         d.status = DocumentStatus.pending
-        d.error = "re-enqueued by the sweep: its worker stopped without finishing"
+        d.error = "re-queued by the sweep: its worker stopped without finishing"
+        outbox.put(session, d, now=now)
         requeued.append((d.id, d.generation))
-    waiting = session.scalars(
-        select(Document).where(Document.status == DocumentStatus.pending)
-    ).all()
-    for d in waiting:
-        if d.id in {r[0] for r in requeued}:
-            continue
-        if (now - _aware(d.updated_at)).total_seconds() < pending_after_s:
-            continue
-        if not is_queued(d.id):
-            d.updated_at = now
+    if queue_depth == 0:
+        in_outbox = set(session.scalars(select(OutboxEntry.document_id)))
+        done = {r[0] for r in requeued}
+        waiting = session.scalars(
+            select(Document)
+            .where(Document.status == DocumentStatus.pending)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for d in waiting:
+            if d.id in done or d.id in in_outbox:
+                continue
+            since = _aware(d.queued_at or d.updated_at)
+            if (now - since).total_seconds() < pending_after_s:
+                continue
+            outbox.put(session, d, now=now)
             requeued.append((d.id, d.generation))
-    return SweepResult(requeued=requeued, failed=failed)
+    return SweepResult(requeued=requeued, failed=failed, abandoned=abandoned)
 
 
 def _aware(dt: datetime) -> datetime:

@@ -112,6 +112,9 @@ def _retry(
     reject_on_worker_lost=True,
     soft_time_limit=_settings.task_soft_time_limit_s,
     time_limit=_settings.task_time_limit_s,
+    # An expected outcome, not a crash: Celery records FAILURE (Flower shows it) and logs one
+    # line without a traceback.
+    throws=(DocumentFailed,),
 )
 def process_document_task(
     self: Task[Any, Any], document_id: str, generation: int

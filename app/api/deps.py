@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the runtime, a per-request session, and the enqueuer."""
+"""FastAPI dependencies: the runtime, a per-request session, and the job dispatcher."""
 
 from __future__ import annotations
 
@@ -8,8 +8,33 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app import outbox
 from app.runtime import Runtime
-from app.services import Enqueue
+from app.services import Enqueue, Job
+
+
+class Dispatcher:
+    """Commits a request's jobs through the outbox, then publishes them (DESIGN §2, inv. 7).
+
+    ``dispatch(session, jobs)`` records the jobs in the request's own transaction, commits it,
+    and relays the outbox at once; it returns False when the broker did not take them (they
+    stay in the outbox: the API's relay thread publishes them when the broker is back).
+    """
+
+    def __init__(
+        self, runtime: Runtime, publish: Enqueue, relay_thread: outbox.RelayThread | None
+    ) -> None:
+        self._runtime, self._publish, self._relay_thread = runtime, publish, relay_thread
+
+    def __call__(self, session: Session, jobs: list[Job]) -> bool:
+        outbox.put_jobs(session, jobs)
+        session.commit()
+        if not jobs:
+            return True
+        report = outbox.relay(self._runtime.sessions, self._publish)
+        if not report.ok and self._relay_thread is not None:
+            self._relay_thread.kick()
+        return report.ok
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -23,11 +48,11 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_enqueue(request: Request) -> Enqueue:
-    enqueue: Enqueue = request.app.state.enqueue
-    return enqueue
+def get_dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[Session, Depends(get_session)]
-EnqueueDep = Annotated[Enqueue, Depends(get_enqueue)]
+DispatchDep = Annotated[Dispatcher, Depends(get_dispatcher)]

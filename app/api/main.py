@@ -9,7 +9,9 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app import outbox
 from app.api.auth import authorize
+from app.api.deps import Dispatcher
 from app.api.limits import BodySizeLimit
 from app.api.routes import documents, health, metrics, projects, status
 from app.config import Settings, get_settings
@@ -26,10 +28,12 @@ def create_app(
     enqueue: Enqueue | None = None,
     broker_ping: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
-    """Build the API. By default it enqueues to Celery on ``settings.broker_url``.
+    """Build the API. By default it publishes jobs to Celery on ``settings.broker_url``.
 
-    Tests may inject a runtime and an enqueuer (e.g. an in-process runner); then there is no
-    broker, no enqueue de-duplication and no queue depth.
+    Jobs go through the outbox (app/outbox.py): recorded in the request's transaction, published
+    right after it commits and, if the broker was down, by a relay thread every
+    ``outbox_relay_interval_s``. Tests may inject a runtime and an enqueuer (e.g. an in-process
+    runner) as the publisher; then there is no broker and no queue depth.
     """
     settings = settings or get_settings()
     queue: JobQueue | None = None
@@ -42,12 +46,18 @@ def create_app(
         if settings.auto_migrate:
             migrate.upgrade(settings.sqlalchemy_url)
         app.state.runtime = runtime or Runtime(settings)
-        app.state.enqueue = enqueue
+        assert enqueue is not None
+        relay_thread = outbox.RelayThread(
+            app.state.runtime.sessions, enqueue, interval_s=settings.outbox_relay_interval_s
+        )
+        app.state.dispatcher = Dispatcher(app.state.runtime, enqueue, relay_thread)
         app.state.broker_ping = broker_ping
         app.state.queue = queue
+        relay_thread.start()
         try:
             yield
         finally:
+            relay_thread.stop()
             if runtime is None:
                 app.state.runtime.close()
             if queue is not None:

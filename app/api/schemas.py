@@ -96,8 +96,19 @@ class UploadedDocument(BaseModel):
     status_url: str
 
 
+#: What a response says when the broker did not take the jobs (they wait in the outbox).
+BROKER_DOWN_MESSAGE = (
+    "the broker is unreachable: the documents are recorded and will be queued as soon as it is "
+    "back (the API retries every few seconds); nothing needs to be sent again"
+)
+
+
 class UploadResponse(BaseModel):
     documents: list[UploadedDocument]
+    #: True when the broker has the new documents' jobs; False when it was unreachable — the
+    #: jobs are recorded (outbox) and published once it is back.
+    published: bool = True
+    message: str | None = None
 
 
 class ChunkOut(BaseModel):
@@ -113,10 +124,29 @@ class ChunkOut(BaseModel):
 
 
 class Accepted(BaseModel):
-    """A re-vectorize request was queued."""
+    """A re-vectorize request was recorded (``queued``: how many jobs; 0 when coalesced into a
+    job already on its way)."""
 
     queued: int
     document_ids: list[uuid.UUID]
+    #: False when the broker was unreachable: the jobs are recorded and published once it is back.
+    published: bool = True
+    message: str | None = None
+
+
+def accepted(
+    jobs: list[tuple[uuid.UUID, int]],
+    *,
+    published: bool,
+    document_ids: list[uuid.UUID] | None = None,
+) -> dict[str, object]:
+    """The body of :class:`Accepted` for ``jobs`` just dispatched."""
+    return {
+        "queued": len(jobs),
+        "document_ids": document_ids if document_ids is not None else [d for d, _ in jobs],
+        "published": published,
+        "message": None if published else BROKER_DOWN_MESSAGE,
+    }
 
 
 class SearchRequest(BaseModel):

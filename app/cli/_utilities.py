@@ -25,12 +25,14 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from app import services
+from app import outbox, services
 from app.config import Settings
 from app.db import migrate as db_migrate
 from app.runtime import Runtime
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from app.pipeline.process import RunOutcome
 
 HELP = (
@@ -108,16 +110,22 @@ def print_json(data: object) -> None:
 
 
 def run_jobs(
-    runtime: Runtime, jobs: Sequence[services.Job], *, queue: bool
+    runtime: Runtime, session: Session, jobs: Sequence[services.Job], *, queue: bool
 ) -> Counter[RunOutcome] | None:
-    """Enqueue ``jobs`` to the Celery workers, or run them here and then optimize the index.
+    """Commit ``session`` and hand ``jobs`` to the workers, or run them here and optimize.
 
-    Returns the outcomes of a run here, None when they were queued. The search index is built
-    once at the end (a no-op for stores that keep it up to date), when any document was written.
+    With ``queue`` the jobs are recorded in the outbox in ``session``'s transaction before it
+    commits (app/outbox.py), then published: a broker that is down loses nothing, the jobs are
+    published by the next relay (the API's, or the sweep's). Returns the outcomes of a run here,
+    None when queued. The search index is built once at the end (a no-op for stores that keep it
+    up to date), when any document was written.
     """
     if queue:
-        enqueue_all(runtime.settings, jobs)
+        outbox.put_jobs(session, jobs)
+        session.commit()
+        publish_outbox(runtime, len(jobs))
         return None
+    session.commit()
     from app.pipeline.ingest import process_many
     from app.pipeline.process import RunOutcome
 
@@ -127,17 +135,22 @@ def run_jobs(
     return outcomes
 
 
-def enqueue_all(settings: Settings, jobs: Sequence[services.Job]) -> None:
-    """Send ``jobs`` to the broker and say how many."""
+def publish_outbox(runtime: Runtime, count: int) -> None:
+    """Relay the outbox to the broker and say what happened to the ``count`` new jobs."""
     from app.jobqueue import JobQueue
 
-    queue = JobQueue(settings)
+    queue = JobQueue(runtime.settings)
     try:
-        for document_id, generation in jobs:
-            queue.enqueue(document_id, generation)
+        report = outbox.relay(runtime.sessions, queue.enqueue)
     finally:
         queue.close()
-    out.print(f"queued {len(jobs)} document(s)")
+    if report.ok:
+        out.print(f"queued {count} document(s)")
+    else:
+        out.print(
+            f"recorded {count} document(s); the broker is unreachable ({report.error}): they "
+            "are queued as soon as it is back (the API's relay or the next sweep)"
+        )
 
 
 def format_outcomes(outcomes: Counter[RunOutcome]) -> str:

@@ -171,8 +171,7 @@ def revectorize(
             else:
                 found = services.find_project(session, project or "")
                 jobs = services.revectorize_project(session, project=found)
-            session.commit()
-        outcomes = run_jobs(runtime, jobs, queue=queue)
+            outcomes = run_jobs(runtime, session, jobs, queue=queue)
         if outcomes is not None:
             out.print(format_outcomes(outcomes) or "nothing to do")
 
@@ -192,8 +191,7 @@ def retry(
             with exit_on(services.NotFound):
                 only = services.find_project(session, project) if project else None
             jobs = services.retry_failed(session, project=only)
-            session.commit()
-        outcomes = run_jobs(runtime, jobs, queue=queue)
+            outcomes = run_jobs(runtime, session, jobs, queue=queue)
     if outcomes is None:
         return
     if as_json:
@@ -219,9 +217,10 @@ def reconcile(
             jobs: list[services.Job] = []
             if fix and not report.clean:
                 jobs = services.repair(session, store=runtime.vector_store, report=report)
+            if jobs:
+                run_jobs(runtime, session, jobs, queue=queue)
+            else:
                 session.commit()
-        if jobs:
-            run_jobs(runtime, jobs, queue=queue)
     data = report.as_dict()
     if as_json:
         print_json(data)

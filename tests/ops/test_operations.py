@@ -10,20 +10,22 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
-from app import services
+from app import outbox, services
 from app.api.main import create_app
 from app.config import Settings
 from app.db import migrate
-from app.db.models import Document, VectorizationAttempt, utcnow
-from app.pipeline.process import process_document
+from app.db.models import Document, OutboxEntry, VectorizationAttempt, utcnow
 from app.jobqueue import JobQueue
+from app.pipeline.process import process_document
 from app.runtime import Runtime
 from app.vectorstore import Point, VectorStore
 from app.vectorstore.edge import EdgeStore
 from app.vectorstore.pgvector import PgVectorStore
 from app.vectorstore.qdrant import QdrantStore
+from tests.ops.harness import wait_until
+from tests.plugins.brokers import Broker
 
 DOCS = ["text/md/en/fastapi__features.md", "text/md/en/fastapi__python-types.md"]
 
@@ -111,55 +113,121 @@ def test_sweep_requeues_stuck_and_lost_but_not_queued(rt: Runtime, corpus: Path)
             .where(Document.id.in_([stuck, dead]))
             .values(status="processing", updated_at=old)
         )
-        s.execute(update(Document).where(Document.id.in_([lost, waiting])).values(updated_at=old))
+        # `lost` was published long ago and its message vanished; `waiting`'s job is still in
+        # the outbox (the broker was down when it was recorded).
+        s.execute(
+            update(Document)
+            .where(Document.id.in_([lost, waiting]))
+            .values(updated_at=old, queued_at=old)
+        )
+        outbox.put_jobs(s, [(waiting, 1)], now=old)
         # `dead` already killed its worker max_runs times in this generation.
         for _ in range(2):
             s.add(VectorizationAttempt(document_id=dead, generation=1, outcome="running"))
+        # A run whose worker died two hours ago, on a document since vectorized by another run.
+        s.add(
+            VectorizationAttempt(document_id=stuck, generation=0, outcome="running", started_at=old)
+        )
         s.commit()
+        # While messages wait in the queue, a long backlog is not mistaken for loss.
+        busy = services.sweep_stuck(
+            s, stuck_after_s=600, pending_after_s=600, queue_depth=3, max_runs=2
+        )
+        assert (stuck, 1) in busy.requeued and (lost, 1) not in busy.requeued
+        s.rollback()
         result = services.sweep_stuck(
-            s,
-            stuck_after_s=600,
-            pending_after_s=600,
-            is_queued=lambda d: d == waiting,
-            max_runs=2,
+            s, stuck_after_s=600, pending_after_s=600, queue_depth=0, max_runs=2
         )
         s.commit()
         assert sorted(result.requeued) == sorted([(stuck, 1), (lost, 1)])
         assert result.failed == [dead]
+        assert result.abandoned == 1
         d = s.get(Document, dead)
         assert d is not None and d.status == "failed" and "died" in (d.error or "")
+        closed = s.scalars(
+            select(VectorizationAttempt).where(VectorizationAttempt.outcome == "abandoned")
+        ).all()
+        assert [a.document_id for a in closed] == [stuck]
+        assert closed[0].finished_at is not None and "worker stopped" in (closed[0].error or "")
+        # The sweep's verdict is in the outbox, in the same transaction: one row per re-queued
+        # document, beside the one that was already waiting.
+        rows = s.execute(select(OutboxEntry.document_id, OutboxEntry.generation)).all()
+        assert sorted(rows) == sorted([(stuck, 1), (lost, 1), (waiting, 1)])
         # Fresh documents are never touched, whatever their status.
         again = services.sweep_stuck(
-            s,
-            stuck_after_s=600,
-            pending_after_s=600,
-            is_queued=lambda d: d == waiting,
-            max_runs=2,
+            s, stuck_after_s=600, pending_after_s=600, queue_depth=0, max_runs=2
         )
-        assert again.requeued == [] and again.failed == []
+        assert again.requeued == [] and again.failed == [] and again.abandoned == 0
 
 
-def test_queue_guard_on_real_redis(tmp_path: Path, redis_url: str) -> None:
+def test_job_queue_on_either_broker(tmp_path: Path, any_broker: Broker) -> None:
+    """Publishing, the queue depth and the readiness probe go through kombu on both brokers."""
     settings = Settings(
         _env_file=None,
         data_dir=tmp_path,
-        broker_url=redis_url,  # type: ignore[call-arg]
+        broker_url=any_broker.url,  # type: ignore[call-arg]
         queue=f"q_{uuid.uuid4().hex[:6]}",
+        broker_consumer_timeout_s=7200,
     )
-    from app.jobqueue import clear_guard
-
     q = JobQueue(settings)
-    doc = uuid.uuid4()
-    assert not q.is_queued(doc)
-    q.enqueue(doc, 1)
-    assert q.is_queued(doc) and q.depth() == 1
-    q.enqueue(doc, 2)  # a newer request re-arms the guard
-    clear_guard(q._redis, str(doc), 1)  # the older job's claim must not clear the newer guard
-    assert q.is_queued(doc)
-    clear_guard(q._redis, str(doc), 2)
-    assert not q.is_queued(doc)
-    assert q.ping()["queue_depth"] == 2
-    q.close()
+    try:
+        assert q.depth() == 0  # the queue does not even exist yet
+        doc = uuid.uuid4()
+        q.enqueue(doc, 1)
+        q.enqueue(doc, 2)
+        assert q.depth() == 2
+        ping = q.ping()
+        assert ping["queue_depth"] == 2 and "guest" not in ping["broker"]
+    finally:
+        q.close()
+
+
+def test_publish_to_a_broker_that_is_down_fails_fast_and_loses_nothing(
+    tmp_path: Path, any_broker: Broker, local_provider
+) -> None:  # type: ignore[no-untyped-def]
+    """An upload while the broker is down is 202 and recorded; the relay publishes it later."""
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        broker_url=any_broker.url,  # type: ignore[call-arg]
+        queue=f"q_{uuid.uuid4().hex[:6]}",
+        broker_consumer_timeout_s=7200,
+        outbox_relay_interval_s=0.5,
+    )
+    migrate.upgrade(settings.sqlalchemy_url)
+    rt = Runtime(settings, provider=local_provider)
+    q = JobQueue(settings)
+    try:
+        with TestClient(create_app(settings, runtime=rt, enqueue=q.enqueue)) as c:
+            pid = c.post("/projects", json={"name": "outage"}).json()["id"]
+            any_broker.stop()
+            r = c.post(
+                f"/projects/{pid}/documents",
+                files=[("files", ("a.txt", b"written while the broker was down. " * 20))],
+            )
+            assert r.status_code == 202, r.text
+            body = r.json()
+            assert body["published"] is False and "broker" in body["message"]
+            doc = body["documents"][0]
+            assert doc["created"] is True and doc["status"] == "pending"
+            with rt.sessions() as s:
+                assert s.scalar(select(func.count()).select_from(OutboxEntry)) == 1
+            # A re-vectorize click meanwhile coalesces into the recorded job.
+            again = c.post(f"/documents/{doc['id']}/revectorize").json()
+            assert again["queued"] == 0
+            any_broker.start()
+
+            def relayed() -> bool:
+                with rt.sessions() as s:
+                    return s.scalar(select(func.count()).select_from(OutboxEntry)) == 0
+
+            wait_until(relayed, 90, "the API's relay to publish the recorded job")
+            assert q.depth() == 1
+    finally:
+        if any_broker.stopped:
+            any_broker.start()
+        q.close()
+        rt.close()
 
 
 def test_retry_failed_and_metrics_through_api(tmp_path: Path, local_provider, corpus: Path) -> None:  # type: ignore[no-untyped-def]

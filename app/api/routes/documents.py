@@ -6,12 +6,13 @@ import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
 from sqlalchemy import func, select
 
-from app import services
-from app.api.deps import EnqueueDep, RuntimeDep, SessionDep
+from app import outbox, services
+from app.api.deps import DispatchDep, RuntimeDep, SessionDep
 from app.api.schemas import (
+    BROKER_DOWN_MESSAGE,
     Accepted,
     ChunkOut,
     DocumentDetail,
@@ -19,6 +20,7 @@ from app.api.schemas import (
     Page,
     UploadedDocument,
     UploadResponse,
+    accepted,
 )
 from app.db.models import Document, DocumentChunk, DocumentStatus
 from app.errors import DocumentTooLarge, UnsupportedFormat
@@ -47,7 +49,7 @@ def upload_documents(
     files: Annotated[list[UploadFile], File(description="one or more documents")],
     session: SessionDep,
     runtime: RuntimeDep,
-    enqueue: EnqueueDep,
+    dispatch: DispatchDep,
 ) -> dict[str, object]:
     """Upload documents; each is stored, recorded and queued. Same bytes return the existing one."""
     project = services.get_project(session, project_id)
@@ -88,11 +90,12 @@ def upload_documents(
             raise HTTPException(
                 status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: {exc}"
             ) from exc
-    session.commit()
-    for r in added:
-        if r.created:
-            enqueue(r.document.id, r.document.generation)
+    published = dispatch(
+        session, [(r.document.id, r.document.generation) for r in added if r.created]
+    )
     return {
+        "published": published,
+        "message": None if published else BROKER_DOWN_MESSAGE,
         "documents": [
             UploadedDocument(
                 id=r.document.id,
@@ -102,7 +105,7 @@ def upload_documents(
                 status_url=f"/documents/{r.document.id}",
             )
             for r in added
-        ]
+        ],
     }
 
 
@@ -160,18 +163,15 @@ def list_chunks(
     response_model=Accepted,
 )
 def revectorize_document(
-    document_id: uuid.UUID, session: SessionDep, enqueue: EnqueueDep, request: Request
+    document_id: uuid.UUID, session: SessionDep, dispatch: DispatchDep
 ) -> dict[str, object]:
     """Re-vectorize one document (a newer request supersedes runs still in flight)."""
-    doc = services.get_document(session, document_id)
-    queue = request.app.state.queue
-    if doc.status == DocumentStatus.pending and queue is not None and queue.is_queued(doc.id):
-        # A job for it is still waiting in the queue: a double click queues nothing more.
-        return {"queued": 0, "document_ids": [doc.id]}
-    generation = services.request_revectorize(session, document=doc)
-    session.commit()
-    enqueue(doc.id, generation)
-    return {"queued": 1, "document_ids": [doc.id]}
+    doc = services.get_document(session, document_id, for_update=True)
+    if outbox.is_queued(doc):
+        # A job for it is still on its way (outbox or queue): a double click queues nothing more.
+        return accepted([], published=True, document_ids=[doc.id])
+    jobs = [(doc.id, services.request_revectorize(session, document=doc))]
+    return accepted(jobs, published=dispatch(session, jobs))
 
 
 @router.delete("/documents/{document_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -7,11 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from app import services
 from app.api.auth import PrincipalDep, require_all_projects
-from app.api.deps import EnqueueDep, RuntimeDep, SessionDep
+from app.api.deps import DispatchDep, RuntimeDep, SessionDep
 from app.api.schemas import (
     Accepted,
     Page,
@@ -21,6 +20,7 @@ from app.api.schemas import (
     SearchHit,
     SearchRequest,
     SearchResponse,
+    accepted,
 )
 from app.db.models import Document, Project
 
@@ -99,33 +99,24 @@ def delete_project(project_id: uuid.UUID, session: SessionDep, runtime: RuntimeD
     "/{project_id}/revectorize", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted
 )
 def revectorize_project(
-    project_id: uuid.UUID, session: SessionDep, enqueue: EnqueueDep
+    project_id: uuid.UUID, session: SessionDep, dispatch: DispatchDep
 ) -> dict[str, object]:
     """Re-vectorize every document of the project."""
     project = services.get_project(session, project_id)
     jobs = services.revectorize_project(session, project=project)
-    return _commit_and_enqueue(session, enqueue, jobs)
+    return accepted(jobs, published=dispatch(session, jobs))
 
 
 @router.post(
     "/{project_id}/retry-failed", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted
 )
 def retry_failed(
-    project_id: uuid.UUID, session: SessionDep, enqueue: EnqueueDep
+    project_id: uuid.UUID, session: SessionDep, dispatch: DispatchDep
 ) -> dict[str, object]:
     """Queue every failed document of the project again."""
     project = services.get_project(session, project_id)
     jobs = services.retry_failed(session, project=project)
-    return _commit_and_enqueue(session, enqueue, jobs)
-
-
-def _commit_and_enqueue(
-    session: Session, enqueue: services.Enqueue, jobs: list[services.Job]
-) -> dict[str, object]:
-    session.commit()
-    for doc_id, generation in jobs:
-        enqueue(doc_id, generation)
-    return {"queued": len(jobs), "document_ids": [d for d, _ in jobs]}
+    return accepted(jobs, published=dispatch(session, jobs))
 
 
 @router.post("/{project_id}/search", response_model=SearchResponse)
