@@ -226,6 +226,14 @@ class Settings(BaseSettings):
         return self.max_request_bytes or self.max_upload_bytes + 1024 * 1024
 
     @property
+    def embedded_vector_store(self) -> Path | None:
+        """The folder of the embedded Qdrant engine (Edge or local mode), which one process at a
+        time can open, or None for a Qdrant server or pgvector."""
+        if self.vector_store != "qdrant" or self.qdrant_url:
+            return None
+        return self.edge_path if self.qdrant_local_engine == "edge" else self.qdrant_path
+
+    @property
     def qdrant_path(self) -> Path:
         """Folder of qdrant-client's local mode (no ``qdrant_url``, engine ``client``)."""
         return self.data_dir / "qdrant"

@@ -80,7 +80,10 @@ def open_runtime(settings: Settings) -> Iterator[Runtime]:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     if settings.auto_migrate:
         db_migrate.upgrade(settings.sqlalchemy_url)
-    runtime = Runtime(settings)
+    try:
+        runtime = Runtime(settings)
+    except ValueError as exc:  # a setting or an asset the runtime cannot start with
+        raise fail(str(exc)) from exc
     try:
         yield runtime
     finally:

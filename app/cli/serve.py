@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 from app.cli._utilities import app, err, out
 from app.config import Settings, get_settings
@@ -54,20 +57,65 @@ def worker(
     DOCVEC_WORKER_METRICS_PORT (default 9808; 0 turns it off).
     """
     settings = get_settings()
+    processes = concurrency or settings.worker_concurrency
+    folder = settings.embedded_vector_store
+    if folder is not None and processes > 1:
+        # Qdrant Edge (and qdrant-client's local mode) lock their folder to one process: a
+        # second pool process could never open it. Run one, and say why.
+        err.print(
+            f"[yellow]the embedded vector store ({folder}) opens in one process only: running 1 "
+            f"worker process instead of {processes}; for more, point DOCVEC_QDRANT_URL at a "
+            "Qdrant server or use DOCVEC_VECTOR_STORE=pgvector[/yellow]"
+        )
+        processes = 1
     if settings.worker_metrics_port:
         _serve_worker_metrics(settings)
+    from celery.signals import worker_shutting_down
+
     from workers.celery_app import celery_app
+
+    asked_to_stop: list[str] = []
+
+    @worker_shutting_down.connect(weak=False)
+    def _asked(sig: str = "", **_: object) -> None:
+        asked_to_stop.append(sig)
 
     argv = [
         "worker",
         f"--queues={settings.queue}",
-        f"--concurrency={concurrency or settings.worker_concurrency}",
+        f"--concurrency={processes}",
         "--prefetch-multiplier=1",
         f"--loglevel={settings.log_level}",
         "--hostname=docvec@%h",
         *ctx.args,
     ]
-    celery_app.worker_main(argv)
+    code = _run_celery(celery_app, argv)
+    if code == 0 and not asked_to_stop:
+        # Celery can stop on an "Unrecoverable error" (seen: kombu's Redis transport during a
+        # broker restart) and still exit 0; a supervisor that restarts on failure would then
+        # leave the worker down. Nobody asked it to stop, so it failed.
+        err.print("worker stopped without being asked to (see the log above): exiting 1")
+        raise SystemExit(1)
+    raise SystemExit(code)
+
+
+def _run_celery(celery_app: Celery, argv: list[str]) -> int:
+    """Run Celery's command line and return its exit code.
+
+    ``Celery.worker_main`` / ``start`` run it with ``standalone_mode=False`` and drop the code
+    the worker exits with (celery 5.x ``app/base.py``), so a failed worker would exit 0.
+    """
+    import click
+    from celery.bin.celery import celery as celery_cli
+
+    celery_cli.params[0].default = celery_app  # what Celery.start does: the --app default
+    try:
+        code = celery_cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    finally:
+        celery_cli.params[0].default = None
+    return int(code or 0)
 
 
 def _serve_worker_metrics(settings: Settings) -> None:
