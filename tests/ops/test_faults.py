@@ -33,11 +33,11 @@ from tests.ops.harness import (
     DOCVEC,
     Proc,
     free_port,
-    start_redis,
     start_worker,
     wait_port,
     wait_until,
 )
+from tests.plugins.brokers import Broker
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +54,13 @@ def _texts(corpus: Path, n: int, size: int = 900) -> list[tuple[str, bytes]]:
 
 
 @pytest.fixture
-def cluster(make_service_env, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def cluster(
+    make_service_env, monkeypatch: pytest.MonkeyPatch, any_broker: Broker
+) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A deployment's environment on the test's broker (each fault test runs on Redis and on
+    RabbitMQ: the ``any_broker`` fixture)."""
     env = make_service_env(
+        DOCVEC_BROKER_URL=any_broker.url,
         # Short limits keep the redelivery of a killed worker's message (the visibility timeout,
         # derived from them: 25 + 3.6 + 60 s) inside the test's time budget. Children load the
         # model before their first task, so a task itself takes a second or two.
@@ -167,15 +172,13 @@ def test_kill_random_workers_loses_nothing(
 
 
 def test_broker_restart_metrics_and_concurrent_revectorize(
-    cluster: dict[str, str], tmp_path: Path, corpus: Path, local_provider
+    cluster: dict[str, str], any_broker: Broker, tmp_path: Path, corpus: Path, local_provider
 ) -> None:  # type: ignore[no-untyped-def]
-    port = free_port()
-    redis = start_redis(port, tmp_path)
-    env = {**cluster, "DOCVEC_BROKER_URL": f"redis://127.0.0.1:{port}/0"}
+    env = cluster
     metrics_port = free_port()
     rt = _runtime(local_provider)
     store = PgVectorStore(url=env["DOCVEC_PGVECTOR_URL"], table=env["DOCVEC_COLLECTION"])
-    procs: list[Proc] = [redis]
+    procs: list[Proc] = []
     try:
         api, url = _api(env, tmp_path)
         procs.append(api)
@@ -187,16 +190,15 @@ def test_broker_restart_metrics_and_concurrent_revectorize(
         ids = _upload(url, pid, _texts(corpus, 30))
 
         wait_until(lambda: _counts(rt).get("vectorized", 0) >= 3, 180, "a few documents done")
-        redis.stop()
-        time.sleep(3)
-        redis.start()
-        wait_port(port)
+        any_broker.restart(down_s=3)
         wait_until(
             lambda: _counts(rt).get("vectorized", 0) == 30,
             300,
             "all 30 documents vectorized after the broker restart",
         )
         _assert_consistent(rt, store)
+        # The workers rode out the restart: reconnected, never exited.
+        assert all(p.alive() for p in procs[1:]), [p.tail() for p in procs[1:]]
 
         text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
         embedded = [
@@ -242,3 +244,54 @@ def test_broker_restart_metrics_and_concurrent_revectorize(
             p.stop()
         store.close()
         rt.close()
+
+
+def test_flower_tells_the_truth(cluster: dict[str, str], tmp_path: Path, corpus: Path) -> None:
+    """A document that fails for good is a FAILURE in Flower with its error class and reason; a
+    vectorized one a SUCCESS."""
+    procs: list[Proc] = []
+    try:
+        api, url = _api(cluster, tmp_path)
+        procs.append(api)
+        procs.append(start_worker(cluster, tmp_path, "f0"))
+        flower_port = free_port()
+        flower = Proc(
+            [DOCVEC, "flower", f"--port={flower_port}"],
+            {**cluster, "FLOWER_UNAUTHENTICATED_API": "true"},
+            tmp_path / "flower.log",
+            tmp_path,
+        )
+        procs.append(flower)
+        wait_port(flower_port, timeout=60)
+        time.sleep(2)  # Flower subscribes to the event stream after it listens
+        pid = httpx.post(f"{url}/projects", json={"name": "flower"}).json()["id"]
+        broken = (corpus / "pdf/broken/truncated-pdflatex-4-pages.pdf").read_bytes()
+        files = [
+            ("files", ("good.txt", _texts(corpus, 1)[0][1], "text/plain")),
+            ("files", ("broken.pdf", broken, "application/pdf")),
+        ]
+        r = httpx.post(f"{url}/projects/{pid}/documents", files=files, timeout=60)
+        assert r.status_code == 202, r.text
+        good, bad = (d["id"] for d in r.json()["documents"])
+
+        def states() -> dict[str, dict[str, object]]:
+            tasks = httpx.get(f"http://127.0.0.1:{flower_port}/api/tasks", timeout=30).json()
+            by_doc: dict[str, dict[str, object]] = {}
+            for task in tasks.values():
+                args = str(task.get("args") or "")
+                for doc in (good, bad):
+                    if doc in args and task.get("state") in ("SUCCESS", "FAILURE"):
+                        by_doc[doc] = task
+            return by_doc
+
+        wait_until(lambda: len(states()) == 2, 180, "Flower to see both tasks end", on_tick=None)
+        seen = states()
+        assert seen[good]["state"] == "SUCCESS"
+        assert seen[bad]["state"] == "FAILURE", seen[bad]
+        exception = str(seen[bad].get("exception"))
+        assert "DocumentFailed" in exception and "CorruptDocument" in exception, exception
+        doc = httpx.get(f"{url}/documents/{bad}").json()
+        assert doc["status"] == "failed" and doc["error"] and doc["error"][:40] in exception
+    finally:
+        for p in reversed(procs):
+            p.stop()

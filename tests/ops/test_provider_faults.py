@@ -20,6 +20,7 @@ from app.db.models import Document, VectorizationAttempt
 from app.runtime import Runtime
 from tests.embeddings.fakes import FakeOpenAI, Reply, Seen, openai_error
 from tests.ops.harness import wait_until, war_and_peace_docs
+from tests.plugins.brokers import Broker
 
 pytestmark = pytest.mark.slow
 
@@ -61,11 +62,13 @@ class RejectingOpenAI(FakeOpenAI):
 
 
 @pytest.fixture
-def run(make_service_env, spawn_worker, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def run(make_service_env, spawn_worker, monkeypatch: pytest.MonkeyPatch, any_broker: Broker):  # type: ignore[no-untyped-def]
+    """Workers and an API on the test's broker (Redis and RabbitMQ: ``any_broker``)."""
     opened: list[Runtime] = []
 
     def start(fake: FakeOpenAI, workers: int) -> tuple[TestClient, Runtime]:
         env = make_service_env(
+            DOCVEC_BROKER_URL=any_broker.url,
             DOCVEC_WORKER_CONCURRENCY="2",
             DOCVEC_RETRY_BACKOFF_S="[1, 2, 3]",
             DOCVEC_TASK_SOFT_TIME_LIMIT_S="40",
