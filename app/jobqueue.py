@@ -46,6 +46,27 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return {"visibility_timeout": settings.redis_visibility_timeout_s}
 
 
+def shared_conf(settings: Settings) -> dict[str, Any]:
+    """Celery settings the producer and the workers must agree on: the queue and routes, JSON,
+    persistent messages, the broker's transport options, Flower's "sent" events."""
+    return {
+        "task_default_queue": settings.queue,
+        "task_routes": {
+            PROCESS_DOCUMENT: {"queue": settings.queue},
+            SWEEP: {"queue": settings.queue},
+        },
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        # Status lives in SQL; a result backend would only duplicate it.
+        "task_ignore_result": True,
+        "task_send_sent_event": True,
+        # Messages survive a RabbitMQ restart (Celery's default, stated because it matters).
+        "task_default_delivery_mode": "persistent",
+        "broker_transport_options": transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+    }
+
+
 def create_producer(settings: Settings) -> Celery:
     """A producer-only Celery app: broker, JSON, routes to ``settings.queue``; no tasks.
 
@@ -54,20 +75,8 @@ def create_producer(settings: Settings) -> Celery:
     """
     app = Celery("docvec-producer", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
-        task_default_queue=settings.queue,
-        task_routes={
-            PROCESS_DOCUMENT: {"queue": settings.queue},
-            SWEEP: {"queue": settings.queue},
-        },
-        task_serializer="json",
-        accept_content=["json"],
-        task_ignore_result=True,
-        task_send_sent_event=True,
-        # Messages survive a RabbitMQ restart (Celery's default, stated because it matters).
-        task_default_delivery_mode="persistent",
-        broker_transport_options=transport_options(settings),
+        shared_conf(settings),
         broker_connection_timeout=PUBLISH_TIMEOUT_S,
-        broker_connection_retry_on_startup=True,
         task_publish_retry=True,
         task_publish_retry_policy={
             "max_retries": 2,

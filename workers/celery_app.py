@@ -8,7 +8,7 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import Settings, get_settings
-from app.jobqueue import PROCESS_DOCUMENT, SWEEP, transport_options
+from app.jobqueue import PROCESS_DOCUMENT, SWEEP, shared_conf
 
 __all__ = ["PROCESS_DOCUMENT", "SWEEP", "celery_app", "create_celery", "visibility_timeout_s"]
 
@@ -23,15 +23,7 @@ def create_celery(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``."""
     app = Celery("docvec", broker=settings.broker_url, include=["workers.tasks"])
     app.conf.update(
-        task_default_queue=settings.queue,
-        task_routes={
-            PROCESS_DOCUMENT: {"queue": settings.queue},
-            SWEEP: {"queue": settings.queue},
-        },
-        task_serializer="json",
-        accept_content=["json"],
-        # Status lives in SQL; a result backend would only duplicate it.
-        task_ignore_result=True,
+        shared_conf(settings),
         # Nothing lost on a crash: ack after the work, requeue if the worker process dies,
         # and let each worker process hold only the message it is working on.
         task_acks_late=True,
@@ -39,8 +31,6 @@ def create_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         task_time_limit=settings.task_time_limit_s,
-        broker_transport_options=transport_options(settings),
-        broker_connection_retry_on_startup=True,
         # Ride out a broker restart: reconnect for as long as it takes instead of exiting.
         broker_connection_retry=True,
         broker_connection_max_retries=None,
@@ -48,7 +38,6 @@ def create_celery(settings: Settings) -> Celery:
         # after the visibility timeout; RabbitMQ: at once) and the generation check skips it.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_send_task_events=True,  # Flower shows tasks live
-        task_send_sent_event=True,
         worker_hijack_root_logger=False,
         # Children load the embedding model at start (see workers.tasks); Celery's default
         # of 4 s to report "up" is far too short for that on a busy CPU.

@@ -4,8 +4,12 @@
   SIGKILLed (with its children, like a machine dying) every few seconds and restarted. Every
   document must end vectorized, chunk rows = points, and reconcile must find nothing. Flower,
   started with `docvec flower`, must have seen the tasks.
-* Broker restart: a private Redis is restarted mid-run; every document still finishes. The workers'
-  Prometheus endpoint reports what they embedded.
+* Broker restart: the broker (a private Redis, or RabbitMQ's application) restarts mid-run; every
+  document still finishes and the workers stay up. Their Prometheus endpoint reports what they
+  embedded.
+* Flower: a corrupt file's task is a FAILURE naming its error class.
+
+Every test runs twice: on Redis and on RabbitMQ (``any_broker``, tests/plugins/brokers.py).
 * Concurrency: ten re-vectorize requests for one document at once, against a real `docvec api`
   process, leave exactly one run's chunks.
 
@@ -15,7 +19,6 @@ SQL is a fresh database on the machine's PostgreSQL; the shared vector store is 
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import time
 import uuid
 from pathlib import Path
@@ -51,30 +54,6 @@ def _texts(corpus: Path, n: int, size: int = 900) -> list[tuple[str, bytes]]:
         piece = text[start + i * size : start + (i + 1) * size]
         docs.append((f"wp-{i:03d}.txt", piece.encode()))
     return docs
-
-
-@pytest.fixture
-def cluster(
-    make_service_env, monkeypatch: pytest.MonkeyPatch, any_broker: Broker
-) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """A deployment's environment on the test's broker (each fault test runs on Redis and on
-    RabbitMQ: the ``any_broker`` fixture)."""
-    env = make_service_env(
-        DOCVEC_BROKER_URL=any_broker.url,
-        # Short limits keep the redelivery of a killed worker's message (the visibility timeout,
-        # derived from them: 25 + 3.6 + 60 s) inside the test's time budget. Children load the
-        # model before their first task, so a task itself takes a second or two.
-        DOCVEC_RETRY_BACKOFF_S="[1, 2, 3]",
-        DOCVEC_TASK_SOFT_TIME_LIMIT_S="20",
-        DOCVEC_TASK_TIME_LIMIT_S="25",
-        DOCVEC_EXTRACT_TIMEOUT_S="10",
-        DOCVEC_EMBEDDING__RETRY_BUDGET_S="5",
-        DOCVEC_EMBEDDING__REQUEST_TIMEOUT_S="5",
-        DOCVEC_LOG_LEVEL="WARNING",
-    )
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    return {**os.environ, **env}
 
 
 def _runtime(local_provider) -> Runtime:  # type: ignore[no-untyped-def]

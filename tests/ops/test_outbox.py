@@ -16,7 +16,6 @@ broker as `docvec beat` sends it. Every document must end vectorized by exactly 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -39,7 +38,6 @@ from app.db.models import (
 from app.db.session import make_engine, make_session_factory
 from app.jobqueue import SWEEP, JobQueue
 from tests.ops.harness import start_worker, wait_until, war_and_peace_docs
-from tests.plugins.brokers import Broker
 
 pytestmark = pytest.mark.slow
 
@@ -115,24 +113,9 @@ def _drive(env: dict[str, str], tmp: Path, point: str, name: str = "", path: str
 
 
 def test_a_crash_at_any_step_of_the_enqueue_path_loses_nothing(
-    any_broker: Broker,
-    make_service_env,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
-    corpus: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    cluster: dict[str, str], tmp_path: Path, corpus: Path
 ) -> None:
-    service_env = make_service_env(
-        DOCVEC_BROKER_URL=any_broker.url,
-        DOCVEC_TASK_SOFT_TIME_LIMIT_S="20",
-        DOCVEC_TASK_TIME_LIMIT_S="25",
-        DOCVEC_EXTRACT_TIMEOUT_S="10",
-        DOCVEC_EMBEDDING__RETRY_BUDGET_S="5",
-        DOCVEC_EMBEDDING__REQUEST_TIMEOUT_S="5",
-        DOCVEC_LOG_LEVEL="WARNING",
-    )
-    for key, value in service_env.items():
-        monkeypatch.setenv(key, value)
-    env = dict(os.environ)
+    env = cluster  # on Redis and on RabbitMQ (tests/ops/conftest.py)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
     docs = war_and_peace_docs(corpus, 8)
