@@ -24,6 +24,8 @@ Each error may carry the pipeline ``stage`` in which it happened (``extract``, `
 
 from __future__ import annotations
 
+from typing_extensions import override
+
 
 class DocvecError(Exception):
     """Base class of every error docvec raises on purpose.
@@ -40,6 +42,7 @@ class DocvecError(Exception):
         self.message = message
         self.stage = stage
 
+    @override
     def __str__(self) -> str:
         return self.message
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from typing_extensions import override
 
 CHUNKS_EMBEDDED = Counter("docvec_chunks_embedded_total", "Chunks embedded", ["provider"])
 EMBED_BATCH_SECONDS = Histogram(
@@ -63,6 +64,7 @@ class LiveGauges(Collector):
         self._docs = documents_by_status
         self._queue = queue_depth
 
+    @override
     def collect(self) -> Iterable[GaugeMetricFamily]:
         docs = GaugeMetricFamily("docvec_documents", "Documents by status", labels=["status"])
         try:

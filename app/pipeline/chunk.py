@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import tiktoken
+from typing_extensions import override
 
 from app.tokens import get_encoding
 
@@ -236,6 +237,7 @@ class Chunker:
             tokenizer_file=tokenizer_file,
         )
 
+    @override
     def __repr__(self) -> str:
         return (
             f"Chunker(chunk_size={self.chunk_size}, chunk_overlap={self.chunk_overlap}, "
