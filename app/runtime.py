@@ -50,6 +50,7 @@ class Runtime:
         # start-up error (ValueError naming the remedy), never a failure of every document.
         _ = self.chunker.tokenizer
         self._provider = provider
+        self._owns_provider = provider is None
         self._store = vector_store
         self._collection_ready: int | None = None
         self._lock = threading.Lock()
@@ -82,7 +83,10 @@ class Runtime:
             self._collection_ready = dim
 
     def close(self) -> None:
-        """Close the vector store (releases Qdrant's local lock) and the SQL pool."""
+        """Close the vector store (releases Qdrant's local lock), the provider's connections (if
+        this runtime built it) and the SQL pool."""
+        if self._owns_provider and self._provider is not None:
+            self._provider.close()
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -186,12 +186,11 @@ def retry(
     """Retry failed documents (of one project, or all) in bulk."""
     if not failed:
         raise fail("say what to retry: --failed")
-    with open_runtime(get_settings()) as runtime:
-        with runtime.sessions() as session:
-            with exit_on(services.NotFound):
-                only = services.find_project(session, project) if project else None
-            jobs = services.retry_failed(session, project=only)
-            outcomes = run_jobs(runtime, session, jobs, queue=queue)
+    with open_runtime(get_settings()) as runtime, runtime.sessions() as session:
+        with exit_on(services.NotFound):
+            only = services.find_project(session, project) if project else None
+        jobs = services.retry_failed(session, project=only)
+        outcomes = run_jobs(runtime, session, jobs, queue=queue)
     if outcomes is None:
         return
     if as_json:
@@ -211,16 +210,15 @@ def reconcile(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare SQL with the vector store; exit 1 if they differ (and were not fixed)."""
-    with open_runtime(get_settings()) as runtime:
-        with runtime.sessions() as session:
-            report = services.reconcile(session, store=runtime.vector_store)
-            jobs: list[services.Job] = []
-            if fix and not report.clean:
-                jobs = services.repair(session, store=runtime.vector_store, report=report)
-            if jobs:
-                run_jobs(runtime, session, jobs, queue=queue)
-            else:
-                session.commit()
+    with open_runtime(get_settings()) as runtime, runtime.sessions() as session:
+        report = services.reconcile(session, store=runtime.vector_store)
+        jobs: list[services.Job] = []
+        if fix and not report.clean:
+            jobs = services.repair(session, store=runtime.vector_store, report=report)
+        if jobs:
+            run_jobs(runtime, session, jobs, queue=queue)
+        else:
+            session.commit()
     data = report.as_dict()
     if as_json:
         print_json(data)

@@ -470,6 +470,11 @@ class EmbeddingProvider(ABC):
         return vectors
 
     # ---- status -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release what the provider holds open (a remote provider's HTTP connections). The
+        provider can be used again afterwards: a client is built anew on the next call."""
+        return  # a local model holds no connection
+
     def problems(self) -> list[str]:
         """What stops this provider before any request: a missing SDK or a missing API key."""
         found: list[str] = []

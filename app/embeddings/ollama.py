@@ -83,6 +83,10 @@ class OllamaProvider(RemoteProvider["Client"]):
         return DIMENSIONS.get(base_model_name(self.model))
 
     @override
+    def _close_client(self, client: Client) -> None:
+        client._client.close()  # ollama.Client has no close(); its httpx.Client does
+
+    @override
     def _build_client(self, key: str | None) -> Client:
         from ollama import Client
 

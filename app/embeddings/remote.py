@@ -110,6 +110,19 @@ class RemoteProvider(EmbeddingProvider, Generic[ClientT]):
         """The SDK's client for ``base_url`` with ``key``, its own retries off (the base class owns
         them) and ``request_timeout_s`` as its timeout."""
 
+    @override
+    def close(self) -> None:
+        with self._client_lock:
+            client, self._client_obj = self._client_obj, None
+        if client is not None:
+            self._close_client(client)
+
+    def _close_client(self, client: ClientT) -> None:
+        """Close the SDK's client (its HTTP connection pool); each SDK spells it its own way."""
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+
     def _client_key(self) -> str | None:
         """The key the client is built with.
 
