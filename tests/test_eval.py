@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from app import evaluation
-from app import services
+from app import evaluation, services
 from app.runtime import Runtime
 from app.vectorstore import SEARCH_MODES
 from tests.search import beir_small
