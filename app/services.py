@@ -35,7 +35,12 @@ MAX_FILE_NAME = 200
 # Path separators, C0/C1 controls, and the invisible format characters that disguise a name
 # (bidirectional overrides show "invoice\u202efdp.exe" as "invoiceexe.pdf"; zero-width spaces and
 # the BOM hide characters). Zero-width (non-)joiners stay: emoji and Indic names need them.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\u200b\u200e\u200f\u202a-\u202e\u2066-\u2069\ufeff]+")
+# Control characters, path separators and the invisible format characters that reorder or hide
+# text (bidi marks, embeddings, overrides and isolates, U+061C included; zero-width space; BOM;
+# line and paragraph separators): a file name must read as it is.
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f/\\\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]+"
+)
 
 
 class NotFound(LookupError):
@@ -181,7 +186,7 @@ def delete_project(
     session.delete(project)
     session.commit()
     store.delete_project(project_id)
-    _delete_unreferenced_files(session, storage, uris)
+    delete_unreferenced_files(session, storage, uris)
 
 
 # ---- documents ----------------------------------------------------------------------------
@@ -295,10 +300,12 @@ def delete_document(
     session.delete(document)
     session.commit()
     store.delete_document(doc_id)
-    _delete_unreferenced_files(session, storage, [uri])
+    delete_unreferenced_files(session, storage, [uri])
 
 
-def _delete_unreferenced_files(session: Session, storage: FileStorage, uris: Sequence[str]) -> None:
+def delete_unreferenced_files(session: Session, storage: FileStorage, uris: Sequence[str]) -> None:
+    """Delete the stored files among ``uris`` that no committed document references (files are
+    content-addressed and shared by every document with the same bytes)."""
     for uri in set(uris):
         still_used = session.scalar(select(func.count()).where(Document.storage_uri == uri))
         if not still_used:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app import outbox
@@ -70,6 +73,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(RequestValidationError, _invalid)
     # Bodies are counted as they stream in: an oversized upload is cut off before it is spooled.
     app.add_middleware(BodySizeLimit, upload_limit=settings.upload_request_limit)
     app.include_router(health.router)
@@ -79,6 +83,18 @@ def create_app(
     app.include_router(status.router, dependencies=[Depends(authorize)])
     app.include_router(metrics.router, dependencies=[Depends(authorize)])
     return app
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 body, made safe to encode: an ``input`` that JSON cannot carry (a non-finite
+    float, a lone surrogate) is replaced by its ``repr``, never answered with a 500."""
+    assert isinstance(exc, RequestValidationError)
+    errors = jsonable_encoder(exc.errors())
+    try:
+        json.dumps(errors, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        errors = [{**e, "input": ascii(e.get("input"))} for e in errors]
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:

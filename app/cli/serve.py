@@ -34,6 +34,8 @@ def api(
     """Run the HTTP API (FastAPI under uvicorn). OpenAPI docs at /docs."""
     import uvicorn
 
+    from app.api.access_log import log_config
+
     settings = get_settings()
     uvicorn.run(
         "app.api.main:create_app",
@@ -41,6 +43,8 @@ def api(
         host=host or settings.api_host,
         port=port or settings.api_port,
         log_level=settings.log_level.lower(),
+        # Credentials sent in a URL by mistake never reach the access log.
+        log_config=log_config(),
     )
 
 

@@ -22,12 +22,13 @@ from app.api.schemas import (
     UploadResponse,
     accepted,
 )
+from app.api.strict_json import StrictJSONRoute
 from app.db.models import Document, DocumentChunk, DocumentStatus
 from app.errors import DocumentTooLarge, UnsupportedFormat
 from app.pipeline.extract import SUPPORTED_TYPES, detect_type
 from app.storage import CHUNK_BYTES
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], route_class=StrictJSONRoute)
 
 LimitQ = Annotated[int, Query(ge=1, le=500)]
 # Bounded so that the database never sees an OFFSET past its integer range (a 500).
@@ -87,6 +88,11 @@ def upload_documents(
             )
         except DocumentTooLarge as exc:
             session.rollback()
+            # Nothing of a refused request stays: files this request stored for earlier parts
+            # go too, unless a committed document already had the same bytes.
+            services.delete_unreferenced_files(
+                session, runtime.storage, [r.document.storage_uri for r in added if r.created]
+            )
             raise HTTPException(
                 status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: {exc}"
             ) from exc

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import func, select
 
+from app.api.strict_json import StrictJSONRoute
 from app.db.models import Document
 from app.metrics import LiveGauges
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJSONRoute)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -22,9 +22,10 @@ from app.api.schemas import (
     SearchResponse,
     accepted,
 )
+from app.api.strict_json import StrictJSONRoute
 from app.db.models import Document, Project
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = APIRouter(prefix="/projects", tags=["projects"], route_class=StrictJSONRoute)
 
 LimitQ = Annotated[int, Query(ge=1, le=500)]
 # Bounded so that the database never sees an OFFSET past its integer range (a 500).

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import RuntimeDep
+from app.api.strict_json import StrictJSONRoute
 from app.embeddings.status import ProbeMode, provider_statuses
 
-router = APIRouter(tags=["status"])
+router = APIRouter(tags=["status"], route_class=StrictJSONRoute)
 
 
 @router.get("/status")
