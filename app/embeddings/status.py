@@ -134,6 +134,20 @@ def _status(
     except DocvecError as exc:
         status.reason = str(exc)
         return status
+    try:
+        return _describe(status, provider, settings, probe=probe, timeout_s=timeout_s)
+    finally:
+        provider.close()  # the probe's HTTP connections
+
+
+def _describe(
+    status: ProviderStatus,
+    provider: EmbeddingProvider,
+    settings: EmbeddingSettings,
+    *,
+    probe: bool,
+    timeout_s: float,
+) -> ProviderStatus:
     status.model = provider.model
     status.base_url = provider.base_url if provider.remote else None
     status.limits = provider.limits()
