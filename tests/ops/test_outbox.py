@@ -55,7 +55,8 @@ DRIVER = textwrap.dedent(
 
     point, name, path = sys.argv[1], sys.argv[2], sys.argv[3]
     settings = Settings()
-    sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
+    engine = make_engine(settings.sqlalchemy_url)
+    sessions = make_session_factory(engine)
     queue = JobQueue(settings)
     storage = FileStorage(settings.files_dir)
 
@@ -117,7 +118,8 @@ def test_a_crash_at_any_step_of_the_enqueue_path_loses_nothing(
 ) -> None:
     env = cluster  # on Redis and on RabbitMQ (tests/ops/conftest.py)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    sessions = make_session_factory(make_engine(settings.sqlalchemy_url))
+    engine = make_engine(settings.sqlalchemy_url)
+    sessions = make_session_factory(engine)
     docs = war_and_peace_docs(corpus, 8)
     files = []
     for name, data in docs:
@@ -198,3 +200,4 @@ def test_a_crash_at_any_step_of_the_enqueue_path_loses_nothing(
     finally:
         queue.close()
         worker.stop()
+        engine.dispose()

@@ -65,6 +65,7 @@ class RejectingOpenAI(FakeOpenAI):
 def run(make_service_env, spawn_worker, monkeypatch: pytest.MonkeyPatch, any_broker: Broker):  # type: ignore[no-untyped-def]
     """Workers and an API on the test's broker (Redis and RabbitMQ: ``any_broker``)."""
     opened: list[Runtime] = []
+    clients: list[TestClient] = []
 
     def start(fake: FakeOpenAI, workers: int) -> tuple[TestClient, Runtime]:
         env = make_service_env(
@@ -95,9 +96,12 @@ def run(make_service_env, spawn_worker, monkeypatch: pytest.MonkeyPatch, any_bro
         opened.append(rt)
         client = TestClient(create_app(settings, runtime=rt))
         client.__enter__()
+        clients.append(client)
         return client, rt
 
     yield start
+    for client in clients:  # stops the API's outbox relay thread
+        client.__exit__(None, None, None)
     for rt in opened:
         rt.close()
 
