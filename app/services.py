@@ -8,12 +8,13 @@ This module knows nothing of Celery.
 
 from __future__ import annotations
 
-import re
+import logging
 import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
 from pathlib import Path
 
 from sqlalchemy import func, select, update
@@ -30,17 +31,30 @@ Enqueue = Callable[[uuid.UUID, int], None]
 #: ``(document_id, generation)``: a run to enqueue (or run in-process) after the caller commits.
 Job = tuple[uuid.UUID, int]
 
+_log = logging.getLogger(__name__)
+
 #: Longest stored file name, characters (fits the column and common file systems' 255 bytes).
 MAX_FILE_NAME = 200
-# Path separators, C0/C1 controls, and the invisible format characters that disguise a name
-# (bidirectional overrides show "invoice\u202efdp.exe" as "invoiceexe.pdf"; zero-width spaces and
-# the BOM hide characters). Zero-width (non-)joiners stay: emoji and Indic names need them.
-# Control characters, path separators and the invisible format characters that reorder or hide
-# text (bidi marks, embeddings, overrides and isolates, U+061C included; zero-width space; BOM;
-# line and paragraph separators): a file name must read as it is.
-_UNSAFE = re.compile(
-    r"[\x00-\x1f\x7f-\x9f/\\\u061c\u200b\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]+"
-)
+#: Format characters a file name keeps: the zero-width (non-)joiners that emoji sequences and
+#: Indic and Persian names need.
+_KEPT_FORMAT = frozenset("\u200c\u200d")
+#: Unicode categories replaced in file names: control characters (Cc), surrogates (Cs: an
+#: undecodable name read from disk, ``\udcff``; no database can store one), line and paragraph
+#: separators (Zl, Zp).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def _unsafe(char: str) -> bool:
+    """Whether ``char`` is replaced in a file name.
+
+    Besides controls, every format character (Cf) but the joiners: the invisible ones that
+    reorder text (bidi marks U+061C, U+200E, U+200F; embeddings and overrides U+202A to U+202E;
+    isolates U+2066 to U+2069: "invoice" U+202E "fdp.exe" shows as "invoiceexe.pdf") or hide it
+    (zero-width space, word joiner, BOM, soft hyphen, tag characters that smuggle invisible
+    ASCII). One rule by category, so a mark is never removed while its sibling stays.
+    """
+    category = unicodedata.category(char)
+    return category in _UNSAFE_CATEGORIES or (category == "Cf" and char not in _KEPT_FORMAT)
 
 
 class NotFound(LookupError):
@@ -58,7 +72,9 @@ def sanitize_file_name(name: str | None) -> str:
     """
     name = unicodedata.normalize("NFC", name or "")
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE.sub("_", name).strip().strip(".") or "unnamed"
+    # Each run of unsafe characters becomes one "_".
+    name = "".join("_" if bad else "".join(run) for bad, run in groupby(name, key=_unsafe))
+    name = name.strip().strip(".") or "unnamed"
     if len(name) > MAX_FILE_NAME:
         stem, dot, ext = name.rpartition(".")
         if dot and 0 < len(ext) <= 10:
@@ -222,30 +238,35 @@ def add_document(
     else:
         assert pieces is not None
         stored = storage.save_stream(pieces, max_bytes=max_bytes)
-    existing = _by_sha(session, project.id, stored.sha256)
-    if existing is not None:
-        return AddResult(existing, created=False)
-    doc = Document(
-        project_id=project.id,
-        file_name=sanitize_file_name(file_name),
-        content_type=content_type,
-        size_bytes=stored.size_bytes,
-        sha256=stored.sha256,
-        storage_uri=stored.uri,
-        status=DocumentStatus.pending,
-        generation=1,
-    )
-    session.add(doc)
     try:
-        session.flush()
-    except IntegrityError:
-        # A concurrent upload of the same bytes won the unique (project_id, sha256) race.
-        session.rollback()
         existing = _by_sha(session, project.id, stored.sha256)
-        if existing is None:
-            raise
-        return AddResult(existing, created=False)
-    return AddResult(doc, created=True)
+        if existing is not None:
+            return AddResult(existing, created=False)
+        doc = Document(
+            project_id=project.id,
+            file_name=sanitize_file_name(file_name),
+            content_type=content_type,
+            size_bytes=stored.size_bytes,
+            sha256=stored.sha256,
+            storage_uri=stored.uri,
+            status=DocumentStatus.pending,
+            generation=1,
+        )
+        session.add(doc)
+        try:
+            session.flush()
+        except IntegrityError:
+            # A concurrent upload of the same bytes won the unique (project_id, sha256) race.
+            session.rollback()
+            existing = _by_sha(session, project.id, stored.sha256)
+            if existing is None:
+                raise
+            return AddResult(existing, created=False)
+        return AddResult(doc, created=True)
+    except BaseException:
+        # Bytes whose record failed must not stay on disk, unreferenced.
+        discard_uploads(session, storage, [stored.uri])
+        raise
 
 
 def _by_sha(session: Session, project_id: uuid.UUID, sha: str) -> Document | None:
@@ -310,6 +331,20 @@ def delete_unreferenced_files(session: Session, storage: FileStorage, uris: Sequ
         still_used = session.scalar(select(func.count()).where(Document.storage_uri == uri))
         if not still_used:
             storage.delete(uri)
+
+
+def discard_uploads(session: Session, storage: FileStorage, uris: Sequence[str]) -> None:
+    """Undo a failed or refused upload: roll the session back, then delete the stored files among
+    ``uris`` that no committed document references (another document may share the bytes).
+
+    Never raises, so that the caller's error is the one reported: a file it cannot check (the
+    database is gone) stays — a leftover file costs disk, not correctness.
+    """
+    try:
+        session.rollback()
+        delete_unreferenced_files(session, storage, uris)
+    except Exception:
+        _log.warning("could not remove the files of a failed upload", exc_info=True)
 
 
 # ---- search -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app import outbox
+from app.api import access_log
 from app.api.auth import authorize
 from app.api.deps import Dispatcher
 from app.api.limits import BodySizeLimit
@@ -39,6 +41,8 @@ def create_app(
     runner) as the publisher; then there is no broker and no queue depth.
     """
     settings = settings or get_settings()
+    # Credentials sent in a URL by mistake never reach the access log, whatever server runs us.
+    access_log.install()
     queue: JobQueue | None = None
     if enqueue is None:
         queue = JobQueue(settings)
@@ -86,15 +90,50 @@ def create_app(
 
 
 async def _invalid(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 body, made safe to encode: an ``input`` that JSON cannot carry (a non-finite
-    float, a lone surrogate) is replaced by its ``repr``, never answered with a 500."""
+    """FastAPI's 422 body, made safe to encode, never answered with a 500.
+
+    FastAPI echoes the offending ``input``; a value JSON cannot carry (a non-finite float, a
+    string with a lone surrogate, nesting deeper than the encoder's recursion limit) would make the
+    response itself fail. Then the errors are written with :func:`json_safe` instead.
+    """
     assert isinstance(exc, RequestValidationError)
-    errors = jsonable_encoder(exc.errors())
+    errors = exc.errors()
     try:
-        json.dumps(errors, allow_nan=False).encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
-        errors = [{**e, "input": ascii(e.get("input"))} for e in errors]
-    return JSONResponse({"detail": errors}, status_code=422)
+        content: Any = jsonable_encoder(errors)
+        json.dumps(content, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        content = json_safe(errors)
+    return JSONResponse({"detail": content}, status_code=422)
+
+
+#: Depth past which :func:`json_safe` cuts a value short (no error body needs more).
+_SAFE_DEPTH = 32
+#: Larger integers are not echoed (``int`` refuses to print more than 4,300 digits).
+_SAFE_INT_BITS = 1024
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` with whatever strict JSON cannot encode written as text.
+
+    A non-finite float becomes ``"nan"``, ``"inf"`` or ``"-inf"``; a lone surrogate its escape
+    (``"\\ud800"``), in keys too; tuples become lists; anything nested deeper than 32 levels
+    becomes ``"..."``; an integer of more than 1,024 bits, and any other object, its description.
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value.bit_length() <= _SAFE_INT_BITS else f"<{value.bit_length()}-bit int>"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict | list | tuple) and depth >= _SAFE_DEPTH:
+        return "..."
+    if isinstance(value, dict):
+        return {json_safe(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value]
+    return json_safe(str(value))
 
 
 async def _not_found(request: Request, exc: Exception) -> JSONResponse:

@@ -35,6 +35,22 @@ LimitQ = Annotated[int, Query(ge=1, le=500)]
 OffsetQ = Annotated[int, Query(ge=0, le=2**31 - 1)]
 
 
+#: Longest ``Content-Type`` of a part that is recorded (``documents.content_type`` is 100 long).
+MAX_CONTENT_TYPE = 100
+
+
+def _bad_content_type(value: str | None) -> str | None:
+    """Why a part's ``Content-Type`` cannot be recorded, or None. PostgreSQL refuses NUL and the
+    column's length, and no media type holds a control character but a tab (RFC 9110 §8.3)."""
+    if value is None:
+        return None
+    if len(value) > MAX_CONTENT_TYPE:
+        return f"the part's Content-Type is longer than {MAX_CONTENT_TYPE} characters"
+    if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value):
+        return "the part's Content-Type holds a control character"
+    return None
+
+
 def _pieces(upload: UploadFile) -> Iterator[bytes]:
     while piece := upload.file.read(CHUNK_BYTES):
         yield piece
@@ -62,6 +78,10 @@ def upload_documents(
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.filename}: the file is empty"
             )
+        if problem := _bad_content_type(upload.content_type):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.filename}: {problem}"
+            )
         try:
             detect_type(head, upload.filename or "")
         except UnsupportedFormat as exc:
@@ -73,32 +93,33 @@ def upload_documents(
                 },
             ) from exc
     added: list[services.AddResult] = []
-    for upload in files:
-        try:
-            added.append(
-                services.add_document(
-                    session,
-                    project=project,
-                    storage=runtime.storage,
-                    file_name=upload.filename,
-                    pieces=_pieces(upload),
-                    content_type=upload.content_type,
-                    max_bytes=runtime.settings.max_upload_bytes,
+    try:
+        for upload in files:
+            try:
+                added.append(
+                    services.add_document(
+                        session,
+                        project=project,
+                        storage=runtime.storage,
+                        file_name=upload.filename,
+                        pieces=_pieces(upload),
+                        content_type=upload.content_type,
+                        max_bytes=runtime.settings.max_upload_bytes,
+                    )
                 )
-            )
-        except DocumentTooLarge as exc:
-            session.rollback()
-            # Nothing of a refused request stays: files this request stored for earlier parts
-            # go too, unless a committed document already had the same bytes.
-            services.delete_unreferenced_files(
-                session, runtime.storage, [r.document.storage_uri for r in added if r.created]
-            )
-            raise HTTPException(
-                status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: {exc}"
-            ) from exc
-    published = dispatch(
-        session, [(r.document.id, r.document.generation) for r in added if r.created]
-    )
+            except DocumentTooLarge as exc:
+                raise HTTPException(
+                    status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: {exc}"
+                ) from exc
+        published = dispatch(
+            session, [(r.document.id, r.document.generation) for r in added if r.created]
+        )
+    except BaseException:
+        # Nothing of a refused or failed request stays: the files it stored for its earlier
+        # parts go too — unless a committed document has the same bytes (files are shared).
+        uris = [r.document.storage_uri for r in added if r.created]
+        services.discard_uploads(session, runtime.storage, uris)
+        raise
     return {
         "published": published,
         "message": None if published else BROKER_DOWN_MESSAGE,
