@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, OutboxEntry, utcnow
@@ -44,11 +44,12 @@ RELAY_BATCH = 500
 def put(session: Session, document: Document, *, now: datetime | None = None) -> None:
     """Record, in the caller's transaction, that ``document`` needs a job for its current
     generation; mark it queued (``queued_at``) so a second request before the claim coalesces."""
-    at = now or utcnow()
+    _record(session, document, document.generation, now or utcnow())
+
+
+def _record(session: Session, document: Document, generation: int, at: datetime) -> None:
     session.add(
-        OutboxEntry(
-            document_id=document.id, generation=document.generation, created_at=at, available_at=at
-        )
+        OutboxEntry(document_id=document.id, generation=generation, created_at=at, available_at=at)
     )
     document.queued_at = at
 
@@ -64,12 +65,7 @@ def put_jobs(
         document = session.get(Document, document_id)
         if document is None:
             continue
-        session.add(
-            OutboxEntry(
-                document_id=document_id, generation=generation, created_at=at, available_at=at
-            )
-        )
-        document.queued_at = at
+        _record(session, document, generation, at)
         count += 1
     return count
 
@@ -77,11 +73,6 @@ def put_jobs(
 def is_queued(document: Document) -> bool:
     """Whether a job for the document's current generation is on its way (outbox or broker)."""
     return document.status == "pending" and document.queued_at is not None
-
-
-def waiting(session: Session) -> int:
-    """Outbox rows not yet accepted by the broker."""
-    return int(session.scalar(select(func.count()).select_from(OutboxEntry)) or 0)
 
 
 @dataclass(frozen=True, slots=True)
