@@ -12,6 +12,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# OCR of scans and images (app/pipeline/extract/ocr.py): Tesseract and its English data from
+# Debian's packages. More languages: add tesseract-ocr-LANG here and set DOCVEC_OCR__LANGUAGES.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+    && rm -rf /var/lib/apt/lists/*
+
 # Torch first, from the CPU-only index, in its own layer: it is the largest dependency and changes
 # least. The pin must equal pyproject.toml's (tests/test_deploy.py checks), so that `pip install .`
 # below finds it already satisfied (2.13.0+cpu matches ==2.13.0) instead of pulling a multi-GB CUDA

@@ -20,9 +20,28 @@ ifneq ($(wildcard ../shared/data/tiktoken),)
 export TIKTOKEN_CACHE_DIR ?= $(abspath ../shared/data/tiktoken)
 endif
 
-.PHONY: setup demo test lint bench bench-quick eval clean
+.PHONY: setup system-packages demo test lint bench bench-quick eval clean
 
-setup: $(STAMP)
+setup: system-packages $(STAMP)
+
+# Debian packages docvec's tests drive, each BINARY=PACKAGE[,PACKAGE...]: installed only when the
+# binary is missing, with one `apt-get update` first (root, or sudo). The web console's browser
+# tests (tests/ui/test_browser.py) run the distribution's Chromium through its chromedriver.
+SYSTEM_PACKAGES += /usr/bin/chromium=chromium /usr/bin/chromedriver=chromium-driver
+# OCR of scans and images (app/pipeline/extract/ocr.py): Tesseract with its English data; add
+# languages with tesseract-ocr-LANG and DOCVEC_OCR__LANGUAGES.
+SYSTEM_PACKAGES += /usr/bin/tesseract=tesseract-ocr,tesseract-ocr-eng
+
+system-packages:
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+	  test -x "$${entry%%=*}" || missing="$$missing $$(echo "$${entry#*=}" | tr , ' ')"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  command -v apt-get >/dev/null || { echo "install these Debian packages:$$missing"; exit 1; }; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing; \
+	fi
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -64,6 +64,65 @@ class EmbeddingSettings(BaseModel):
     query_prefix: str | None = None
 
 
+class ChatSettings(BaseModel):
+    """Which chat model answers questions (``docvec ask``, ``POST /projects/{id}/answer``), and
+    how the answer's prompt is built (app/chat/, app/answers/)."""
+
+    #: Registered providers: see app.chat.CHAT_PROVIDERS. ``extractive`` needs no model: the
+    #: answer is the source sentences that best match the question, each with its [n].
+    provider: Literal["extractive", "openai", "ollama", "gemini"] = "extractive"
+    #: Model name; None = the provider's default (openai ``gpt-4o-mini``, ollama ``llama3.2``,
+    #: gemini ``gemini-2.5-flash``).
+    model: str | None = None
+    #: Server: an OpenAI-compatible ``.../v1`` URL (vLLM, LM Studio, Ollama's /v1, LiteLLM), the
+    #: Ollama host, or a Gemini API endpoint. None = the provider's public default.
+    base_url: str | None = None
+    #: NAME of the environment variable holding the API key (the key itself is never stored).
+    #: None = OPENAI_API_KEY; GOOGLE_API_KEY, then GEMINI_API_KEY; OLLAMA_API_KEY (optional).
+    api_key_env: str | None = None
+    #: Seconds per HTTP request; in a stream, the longest silence between two pieces of it.
+    request_timeout_s: float = Field(60.0, gt=0)
+    #: Tries of one question for transient errors (429, 5xx, timeouts) before any text arrived.
+    max_attempts: int = Field(3, ge=1, le=10)
+    #: Seconds one question may spend waiting between tries (a longer Retry-After fails at once:
+    #: someone is waiting for the answer).
+    retry_budget_s: float = Field(30.0, ge=0)
+    #: Client-side limits per process (token buckets shared by its threads); None = unlimited.
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    #: Sampling temperature; low, because the answer must stay with the sources.
+    temperature: float = Field(0.1, ge=0, le=2)
+    #: Tokens kept free for the answer (sent as the model's output limit).
+    max_answer_tokens: int = Field(1024, ge=16, le=65_536)
+    #: The model's context window in tokens: the prompt (instructions, question, sources) is
+    #: packed into it, leaving ``max_answer_tokens`` free. 8192 fits every default model
+    #: (Ollama is sent it as ``num_ctx``); raise it for long-context models.
+    context_window_tokens: int = Field(8192, ge=512, le=2_000_000)
+    #: Chunks retrieved per question when the request does not say (the seed guide asks 5;
+    #: 8 leaves room for hybrid search's lexical matches).
+    top_k: int = Field(8, ge=1, le=100)
+    #: Lowest cosine similarity of a chunk to the question (dense side, as in search); None = no
+    #: threshold. With no chunk passing it there is no answer (``no_answer``), and no model call.
+    score_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    #: Ask the model even when no chunk passed (it is then told that there are no sources).
+    answer_without_sources: bool = False
+    #: Sentences an extractive answer quotes at most.
+    extractive_sentences: int = Field(3, ge=1, le=20)
+    #: Seconds between two keep-alive comments of a streamed answer while the model is silent.
+    keepalive_s: float = Field(10.0, gt=0, le=300)
+
+    @model_validator(mode="after")
+    def _check(self) -> ChatSettings:
+        # The instructions and the question take ~300 tokens; the rest must hold a source.
+        if self.context_window_tokens < self.max_answer_tokens + 512:
+            raise ValueError(
+                f"chat context_window_tokens ({self.context_window_tokens}) must exceed "
+                f"max_answer_tokens ({self.max_answer_tokens}) by at least 512 tokens: the "
+                "instructions, the question and the sources need room"
+            )
+        return self
+
+
 class ChunkingSettings(BaseModel):
     """Chunk sizing (DESIGN §6). Sizes are in characters, or in tokens (``unit``)."""
 
@@ -84,6 +143,38 @@ class ChunkingSettings(BaseModel):
         if self.min_chunk_size > self.chunk_size:
             raise ValueError("min_chunk_size must not exceed chunk_size")
         return self
+
+
+class OcrSettings(BaseModel):
+    """Optical character recognition of scans and images (app/pipeline/extract/ocr.py): Tesseract,
+    run page by page inside the extraction child's budget."""
+
+    #: ``auto``: OCR every image upload and each PDF page whose text layer is (nearly) empty;
+    #: ``force``: OCR every PDF page too, its text layer replaced when OCR reads anything (for a
+    #: garbage OCR layer); ``off``: never (image uploads are refused, empty pages skipped).
+    mode: Literal["auto", "off", "force"] = "auto"
+    #: Tesseract languages joined with ``+`` (Tesseract's own syntax), e.g. ``eng+deu``; each
+    #: needs its language data (Debian: ``tesseract-ocr-eng``, ``tesseract-ocr-deu``, ...).
+    languages: str = Field("eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$", max_length=200)
+    #: Resolution, dots per inch, at which a PDF page is rendered for OCR (images are read at
+    #: their own). 200 read 11-pt text as well as 300 here, in ~2/3 of the time (README, OCR).
+    dpi: int = Field(200, ge=50, le=600)
+    #: Wall-clock seconds the OCR of one page may take (at most ``extract_timeout_s``); a page
+    #: over it fails the document as too large.
+    page_timeout_s: float = Field(60.0, gt=0)
+    #: A PDF page whose text layer holds fewer non-whitespace characters than this is OCR'd:
+    #: scans often carry a page number or a stamp as text. Its OCR text is used when longer.
+    min_page_chars: int = Field(20, ge=1)
+    #: Most pages OCR'd in one document (PDF pages without text, TIFF pages); a document that
+    #: needs more fails as too large. At a few seconds a page, 50 stay inside the default 300 s
+    #: extraction budget on a loaded machine.
+    max_pages: int = Field(50, ge=1)
+    #: Largest image OCR reads, pixels per page (width x height): more fails the document (and
+    #: an upload whose header says so is answered 413). Pillow's own default, MAX_IMAGE_PIXELS
+    #: (89,478,485: ~256 MiB at 3 bytes a pixel); a larger PDF page is rendered at a lower DPI.
+    max_image_pixels: int = Field(89_478_485, ge=1)
+    #: The Tesseract program: a name on ``PATH`` or a path.
+    tesseract_cmd: str = "tesseract"
 
 
 class Settings(BaseSettings):
@@ -146,6 +237,13 @@ class Settings(BaseSettings):
     #: Port where ``docvec worker`` serves Prometheus metrics of all its processes (0: off).
     worker_metrics_port: int = Field(9808, ge=0, le=65535)
     #: Seconds between two sweeps for stuck documents (run by ``docvec beat``).
+    #: Index versions (app/indexes.py): retired versions kept after an activation, for a
+    #: rollback with `docvec index activate N`; older ones are dropped with their collections.
+    index_keep_versions: int = Field(1, ge=0, le=20)
+    #: Seconds of work per build step of an index version (a Celery task sends the next step).
+    index_build_step_s: float = Field(240.0, gt=0)
+    #: Seconds a build step holds its build per document; a step that dies lets it go after this.
+    index_build_lease_s: float = Field(120.0, gt=0)
     sweep_interval_s: int = Field(300, ge=10)
     #: A ``pending`` document with no job in the queue for this long is enqueued again (seconds).
     sweep_pending_after_s: int = Field(600, ge=10)
@@ -173,12 +271,20 @@ class Settings(BaseSettings):
     #: Require an API key on every route but /healthz and /readyz even while no key exists.
     #: When false, keys are required as soon as one unrevoked key exists (``docvec keys create``).
     require_api_key: bool = False
+    #: Serve the web console at ``/ui`` (app/api/ui/); false leaves only the HTTP API.
+    ui_enabled: bool = True
+    #: Server secret that signs the console's CSRF tokens (HMAC-SHA256). None = a random one per
+    #: process: forms opened before a restart must be reloaded, and several API processes behind
+    #: one address need the same value.
+    ui_secret: SecretStr | None = None
     #: Run Alembic migrations when the API or the CLI starts.
     auto_migrate: bool = True
     log_level: str = "INFO"
 
     embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    ocr: OcrSettings = Field(default_factory=OcrSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

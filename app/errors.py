@@ -9,14 +9,18 @@
     │   │   └── VectorStoreLocked embedded Qdrant folder (Edge or local mode) opened elsewhere
     │   └── DatabaseUnavailable
     └── PermanentError            fail the document at once, with a human-readable reason
-        ├── UnsupportedFormat     not PDF, DOCX, Markdown or text (by content and extension)
+        ├── UnsupportedFormat     not PDF, DOCX, Markdown, text or a PNG/JPEG/TIFF/WebP image
         ├── CorruptDocument       the file cannot be parsed (truncated, bad xref, not a zip, ...)
         ├── EncryptedDocument     a PDF that the empty password does not open
-        ├── EmptyDocument         no extractable text (empty, whitespace only, image-only PDF)
+        ├── EmptyDocument         no text, even after OCR (empty, whitespace only, blank scan)
+        ├── OcrUnavailable        the document needs OCR and none is usable here (no Tesseract,
+        │                         missing language data, DOCVEC_OCR__MODE=off for an image)
         ├── DocumentTooLarge      over a configured size / page / time budget
         ├── StorageError          the stored file is missing or unreadable
         ├── ProviderRejected      HTTP 400/401/403/404 from a provider (bad key, unknown model, ...)
-        └── DimensionMismatch     the collection's vector size differs from the provider's
+        ├── DimensionMismatch     the collection's vector size differs from the provider's
+        └── IndexMismatch         the settings describe another model or chunking than the
+                                  project's active index version (app/indexes.py)
 
 Each error may carry the pipeline ``stage`` in which it happened (``extract``, ``chunk``, ``embed``,
 ``upsert``, ``commit``); the pipeline fills it in when the raiser did not.
@@ -77,7 +81,8 @@ class PermanentError(DocvecError):
 
 
 class UnsupportedFormat(PermanentError):
-    """The file is not one of the supported types (PDF, DOCX, Markdown, plain text)."""
+    """The file is not one of the supported types (PDF, DOCX, Markdown, plain text, PNG, JPEG,
+    TIFF, WebP)."""
 
 
 class CorruptDocument(PermanentError):
@@ -90,6 +95,12 @@ class EncryptedDocument(PermanentError):
 
 class EmptyDocument(PermanentError):
     """The document has no extractable text."""
+
+
+class OcrUnavailable(PermanentError):
+    """The document has text only in images (an image upload, a PDF of scans) and OCR cannot
+    run here: the Tesseract binary or a configured language's data is missing, or OCR is off.
+    Permanent for this run; ``retry-failed`` once OCR is installed (app/pipeline/extract/ocr.py)."""
 
 
 class DocumentTooLarge(PermanentError):
@@ -108,6 +119,12 @@ class DimensionMismatch(PermanentError):
     """The vector store collection was created for another vector size than the provider's."""
 
 
+class IndexMismatch(PermanentError):
+    """The process's embedding or chunking settings differ from the active index version of the
+    project it would write to or search (same vector size included): writing would mix two
+    models in one index. The message names both and the remedy (``docvec index create``)."""
+
+
 class VectorStoreLocked(VectorStoreUnavailable):
     """The embedded Qdrant folder (Qdrant Edge or qdrant-client's local mode) is held by another
     process or store. Transient for a document (the holder may let go: a CLI run that ends, a
@@ -123,6 +140,8 @@ __all__ = [
     "DocvecError",
     "EmptyDocument",
     "EncryptedDocument",
+    "IndexMismatch",
+    "OcrUnavailable",
     "PermanentError",
     "ProviderRejected",
     "ProviderUnavailable",

@@ -23,6 +23,8 @@ from app.config import Settings
 PROCESS_DOCUMENT = "docvec.process_document"
 #: Periodic sweep for stuck documents (scheduled by ``docvec beat``).
 SWEEP = "docvec.sweep"
+#: ``build_index_version(version_id)``: one step of an index build (app/pipeline/build.py).
+BUILD_INDEX_VERSION = "docvec.build_index_version"
 
 #: Seconds a publish may wait for the broker before it counts as failed (the job stays in the
 #: outbox): short, because the API publishes inline after a request and a broker outage must not
@@ -54,6 +56,7 @@ def shared_conf(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             PROCESS_DOCUMENT: {"queue": settings.queue},
             SWEEP: {"queue": settings.queue},
+            BUILD_INDEX_VERSION: {"queue": settings.queue},
         },
         "task_serializer": "json",
         "accept_content": ["json"],
@@ -108,6 +111,17 @@ class JobQueue:
         """
         self._celery.send_task(
             PROCESS_DOCUMENT, args=[str(document_id), generation], queue=self.settings.queue
+        )
+
+    def enqueue_build(self, version_id: uuid.UUID) -> None:
+        """Publish one step of an index version's build. Not through the outbox: the version's
+        state in SQL is the record, and the sweep sends a step for a build nobody holds.
+
+        Raises:
+            kombu.exceptions.OperationalError (or another broker error): as :meth:`enqueue`.
+        """
+        self._celery.send_task(
+            BUILD_INDEX_VERSION, args=[str(version_id)], queue=self.settings.queue
         )
 
     def _connection(self) -> Connection:

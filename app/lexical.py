@@ -174,3 +174,24 @@ __all__ = [
     "query_vector",
     "term_id",
 ]
+
+
+def matching_spans(text: str, query: str) -> list[tuple[int, int]]:
+    """``(start, end)`` character spans of the words of ``text`` whose term is one of
+    ``query``'s (the words lexical search matched), in order, for highlighting.
+
+    >>> matching_spans("Servers run. A server ran.", "running server")
+    [(0, 7), (8, 11), (15, 21)]
+    """
+    wanted = set(analyze(query))
+    if not wanted:
+        return []
+    words = list(re.finditer(TOKEN_PATTERN, text))
+    stems = _stemmer().stemWords([w.group().lower() for w in words])
+    spans: list[tuple[int, int]] = []
+    for word, stem in zip(words, stems, strict=True):
+        if stem in wanted or (
+            _CJK.search(word.group()) and any(t in wanted for t in _split_cjk(word.group()))
+        ):
+            spans.append(word.span())
+    return spans

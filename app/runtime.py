@@ -5,18 +5,27 @@ Celery prefork parent never holds them and each child builds its own after the f
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import indexes, services
+from app.chat import ChatProvider, create_chat_provider
 from app.config import Settings
+from app.db.models import Project
 from app.db.session import make_engine, make_session_factory
 from app.embeddings import EmbeddingProvider, create_provider
+from app.errors import IndexMismatch
+from app.indexes import IndexSpec, VersionRef
 from app.pipeline.chunk import Chunker
+from app.pipeline.parts import IndexParts
 from app.storage import FileStorage
-from app.vectorstore import VectorStore, create_vector_store
+from app.vectorstore import DEFAULT_SEARCH_MODE, SearchMode, VectorStore, create_vector_store
 
 
 class Runtime:
@@ -55,6 +64,26 @@ class Runtime:
         self._collection_ready: int | None = None
         self._lock = threading.Lock()
         self.transient_exceptions = transient_exceptions
+        #: What index versions other than the settings' need, built once per process: providers
+        #: by their recorded configuration, stores by collection, chunkers by chunking.
+        self._providers: dict[str, EmbeddingProvider] = {}
+        self._stores: dict[str, VectorStore] = {}
+        self._chunkers: dict[str, Chunker] = {}
+        self._ready: dict[str, int] = {}
+        self._chat: ChatProvider | None = None
+
+    @property
+    def chat(self) -> ChatProvider:
+        """The configured chat provider, which writes answers (created on first use, shared by
+        the process's threads: one client, one rate limiter).
+
+        Raises:
+            ProviderRejected: an unknown provider, or its module cannot be imported.
+        """
+        with self._lock:
+            if self._chat is None:
+                self._chat = create_chat_provider(self.settings.chat)
+            return self._chat
 
     @property
     def provider(self) -> EmbeddingProvider:
@@ -82,9 +111,162 @@ class Runtime:
             self.vector_store.ensure_collection(dim)
             self._collection_ready = dim
 
+    # -- index versions ----------------------------------------------------------------------------
+
+    def index_parts(self, ref: VersionRef) -> IndexParts:
+        """The provider, store and chunker of one index version (built on first use, kept).
+
+        A version that follows the settings uses the process's own provider and chunker; one
+        made with an explicit provider uses what it recorded, with this process's operational
+        settings (timeouts, limits, batch size).
+
+        Raises:
+            ProviderRejected: the recorded provider cannot be built here.
+            ValueError: a recorded chunking this process cannot run (a missing tokenizer).
+        """
+        spec = ref.spec
+        settings_spec = IndexSpec.from_settings(self.settings.embedding, self.settings.chunking)
+        embedding_key = json.dumps(spec.embedding, sort_keys=True)
+        with self._lock:
+            if ref.follows_settings or (
+                json.dumps(settings_spec.embedding, sort_keys=True) == embedding_key
+            ):
+                # The settings' own provider, below (outside the lock it takes): a version that
+                # follows the settings agrees with them (checked at resolution) and is reached
+                # the way they say.
+                provider = None
+            else:
+                provider = self._providers.get(embedding_key)
+                if provider is None:
+                    provider = create_provider(spec.embedding_settings(self.settings.embedding))
+                    self._providers[embedding_key] = provider
+            chunking_key = json.dumps(spec.chunking, sort_keys=True)
+            chunker: Chunker | None = self.chunker
+            if spec.chunking != settings_spec.chunking:
+                chunker = self._chunkers.get(chunking_key)
+                if chunker is None:
+                    chunking = spec.chunking_settings()
+                    tok = None
+                    if chunking.unit == "model_tokens":
+                        from app.embeddings import tokenizer_file
+
+                        tok = tokenizer_file(
+                            spec.embedding_settings(self.settings.embedding),
+                            chunk_size=chunking.chunk_size,
+                        )
+                    chunker = Chunker.from_settings(chunking, tokenizer_file=tok)
+                    self._chunkers[chunking_key] = chunker
+        if provider is None:
+            provider = self.provider
+        assert chunker is not None
+        store = self.store_for(ref.collection)
+        return IndexParts(ref, provider, store, chunker, self._ensure(ref, provider, store))
+
+    def store_for(self, collection: str) -> VectorStore:
+        """The store of ``collection``: the settings' store, or a sibling of it (kept).
+
+        ``DOCVEC_COLLECTION`` names the settings' store, which is the one injected (tests) when
+        one is given, whatever its own name.
+        """
+        root = self.vector_store
+        if collection in (root.collection, self.settings.collection):
+            return root
+        with self._lock:
+            store = self._stores.get(collection)
+            if store is None:
+                store = root.sibling(collection)
+                self._stores[collection] = store
+            return store
+
+    def drop_store(self, collection: str) -> None:
+        """Forget (and close) the sibling store of a dropped collection."""
+        with self._lock:
+            store = self._stores.pop(collection, None)
+            self._ready.pop(collection, None)
+        if store is not None:
+            store.close()
+
+    def _ensure(
+        self, ref: VersionRef, provider: EmbeddingProvider, store: VectorStore
+    ) -> Callable[[], int]:
+        def ensure() -> int:
+            """Create the version's collection for the provider's size once per process and
+            learn the size in SQL; returns it.
+
+            Raises:
+                IndexMismatch: the provider's vector size is not the version's.
+                DimensionMismatch: the collection exists with another size.
+            """
+            dim = provider.dimension
+            if ref.dimensions is not None and ref.dimensions != dim:
+                raise IndexMismatch(
+                    f"index {ref.label()} holds {ref.dimensions}-dimensional vectors, but its "
+                    f"provider {provider.name}:{provider.model} now returns {dim}"
+                )
+            if self._ready.get(ref.collection) != dim:
+                store.ensure_collection(dim)
+                self._ready[ref.collection] = dim
+            if ref.dimensions is None:
+                with self.sessions.begin() as session:
+                    indexes.learn_dimensions(session, ref.id, dim)
+            return dim
+
+        return ensure
+
+    def active_index(self, session: Session, project: Project) -> IndexParts:
+        """The project's active index version and its parts, resolved once (a query in flight
+        at a swap keeps the version it resolved).
+
+        Raises:
+            IndexMismatch: the version follows the settings and they describe another index.
+        """
+        ref = indexes.active_version(session, project, self.settings)
+        session.commit()  # a first version created just now is visible to every process
+        return self.index_parts(ref)
+
+    def project_stores(self, session: Session, project_id: uuid.UUID) -> list[VectorStore]:
+        """The stores of every version of the project (a delete reaches each)."""
+        collections = {v.collection for v in indexes.versions_of(session, project_id)}
+        collections.add(self.settings.collection)
+        return [self.store_for(c) for c in sorted(collections)]
+
+    def search(
+        self,
+        session: Session,
+        *,
+        project: Project,
+        query: str,
+        top_k: int = 5,
+        score_threshold: float | None = None,
+        mode: SearchMode = DEFAULT_SEARCH_MODE,
+    ) -> list[services.SearchResult]:
+        """:func:`app.services.search` on the project's active index version: the query is
+        embedded by that version's provider and searched in its collection."""
+        index = self.active_index(session, project)
+        if mode != "lexical":
+            index.ensure()
+        return services.search(
+            session,
+            project=project,
+            query=query,
+            provider=index.provider,
+            store=index.store,
+            top_k=top_k,
+            score_threshold=score_threshold,
+            mode=mode,
+        )
+
     def close(self) -> None:
         """Close the vector store (releases Qdrant's local lock), the provider's connections (if
         this runtime built it) and the SQL pool."""
+        if self._chat is not None:
+            self._chat.close()
+        for provider in self._providers.values():
+            provider.close()
+        self._providers.clear()
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
         if self._owns_provider and self._provider is not None:
             self._provider.close()
         if self._store is not None:

@@ -188,9 +188,10 @@ def project_names(session: Session, *, ids: Iterable[uuid.UUID]) -> dict[uuid.UU
 
 
 def delete_project(
-    session: Session, *, project: Project, store: VectorStore, storage: FileStorage
+    session: Session, *, project: Project, stores: Sequence[VectorStore], storage: FileStorage
 ) -> None:
-    """Delete the project's rows, then its points and unreferenced files.
+    """Delete the project's rows, then its points (in ``stores``: one per index version's
+    collection, ``Runtime.project_stores``) and unreferenced files.
 
     SQL goes first so that no search can return a chunk of a deleted project; points left behind
     by a crash in between are invisible (search hydrates from SQL) and ``reconcile`` removes them.
@@ -201,7 +202,8 @@ def delete_project(
     project_id = project.id
     session.delete(project)
     session.commit()
-    store.delete_project(project_id)
+    for store in stores:
+        store.delete_project(project_id)
     delete_unreferenced_files(session, storage, uris)
 
 
@@ -314,13 +316,16 @@ def revectorize_project(session: Session, *, project: Project) -> list[Job]:
 
 
 def delete_document(
-    session: Session, *, document: Document, store: VectorStore, storage: FileStorage
+    session: Session, *, document: Document, stores: Sequence[VectorStore], storage: FileStorage
 ) -> None:
-    """Delete the document's rows (chunks, attempts cascade), then its points and file."""
+    """Delete the document's rows (chunks, attempts, index-version records cascade), then its
+    points in ``stores`` (every index version's collection: a document deleted during a build
+    vanishes from both versions) and its file."""
     doc_id, uri = document.id, document.storage_uri
     session.delete(document)
     session.commit()
-    store.delete_document(doc_id)
+    for store in stores:
+        store.delete_document(doc_id)
     delete_unreferenced_files(session, storage, [uri])
 
 
@@ -366,6 +371,9 @@ class SearchResult:
     text: str
     start_char: int
     end_char: int
+    #: The chunk's stable id (its ``document_chunks`` row id, = its point id): what a citation
+    #: of an answer points at.
+    chunk_id: uuid.UUID
     dense_rank: int | None = None
     lexical_rank: int | None = None
     dense_score: float | None = None
@@ -444,6 +452,7 @@ def search(
                 text=row.content,
                 start_char=row.start_char,
                 end_char=row.end_char,
+                chunk_id=row.id,
                 dense_rank=h.dense_rank,
                 lexical_rank=h.lexical_rank,
                 dense_score=h.dense_score,

@@ -28,18 +28,23 @@ LAYERS: dict[str, int] = {
     "app.db": 1,
     "app.embeddings": 2,
     "app.vectorstore": 2,
-    "app.pipeline": 3,
-    "app.outbox": 3,
-    "app.services": 4,
-    "app.apikeys": 4,
-    "app.jobqueue": 4,
+    "app.indexes": 3,
+    # Chat providers: they reuse app.embeddings' HTTP helpers, redaction and rate limiter.
+    "app.chat": 3,
+    "app.pipeline": 4,
+    "app.outbox": 4,
+    "app.services": 5,
+    "app.apikeys": 5,
+    "app.jobqueue": 5,
     # The composition root: only the entry points above it build one.
-    "app.runtime": 5,
-    "app.evaluation": 6,
-    "app.api": 6,
-    "workers": 6,
-    "app.cli": 7,
-    "app.entry": 8,
+    "app.runtime": 6,
+    # Answers with references: search results in (app.services), chat providers below.
+    "app.answers": 6,
+    "app.evaluation": 7,
+    "app.api": 7,
+    "workers": 7,
+    "app.cli": 8,
+    "app.entry": 9,
 }
 
 #: Stages inside the pipeline, in the order a document passes them; a stage never imports a later
@@ -51,6 +56,7 @@ PIPELINE_STAGES: dict[str, int] = {
     "app.pipeline.parts": 1,
     "app.pipeline.process": 2,
     "app.pipeline.ingest": 3,
+    "app.pipeline.build": 3,
 }
 
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import Settings, get_settings
-from app.jobqueue import PROCESS_DOCUMENT, SWEEP, shared_conf
+from app.jobqueue import BUILD_INDEX_VERSION, PROCESS_DOCUMENT, SWEEP, shared_conf
 
-__all__ = ["PROCESS_DOCUMENT", "SWEEP", "celery_app", "create_celery", "visibility_timeout_s"]
+__all__ = [
+    "BUILD_INDEX_VERSION",
+    "PROCESS_DOCUMENT",
+    "SWEEP",
+    "celery_app",
+    "create_celery",
+    "visibility_timeout_s",
+]
 
 
 def visibility_timeout_s(settings: Settings) -> int:

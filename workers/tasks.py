@@ -18,18 +18,19 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
-from sqlalchemy import update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import outbox, services
 from app.config import get_settings
-from app.db.models import Document, utcnow
+from app.db.models import Document, IndexState, IndexVersion, utcnow
 from app.db.session import session_scope
 from app.errors import TransientError
 from app.jobqueue import JobQueue
+from app.pipeline.build import build_step
 from app.pipeline.process import RunOutcome, process_document
 from app.runtime import Runtime
-from workers.celery_app import PROCESS_DOCUMENT, SWEEP, celery_app
+from workers.celery_app import BUILD_INDEX_VERSION, PROCESS_DOCUMENT, SWEEP, celery_app
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
@@ -164,6 +165,7 @@ def sweep_task() -> dict[str, int]:
                 max_runs=_settings.max_retries + 1,
             )
         relayed = outbox.relay(runtime().sessions, queue.enqueue)
+        builds = _resume_builds(queue)
     finally:
         queue.close()
     if result.requeued or result.failed or result.abandoned:
@@ -178,4 +180,65 @@ def sweep_task() -> dict[str, int]:
         "failed": len(result.failed),
         "abandoned": result.abandoned,
         "published": relayed.published,
+        "builds_resumed": builds,
+    }
+
+
+def _resume_builds(queue: JobQueue) -> int:
+    """Send a step for every index build that no step holds (its worker died, or its next step
+    was never published): a build is never left half done."""
+    with session_scope(runtime().sessions) as session:
+        orphans = list(
+            session.scalars(
+                select(IndexVersion.id).where(
+                    IndexVersion.state == IndexState.building,
+                    or_(IndexVersion.lease_until.is_(None), IndexVersion.lease_until < utcnow()),
+                )
+            )
+        )
+    sent = 0
+    for version_id in orphans:
+        try:
+            queue.enqueue_build(version_id)
+            sent += 1
+        except Exception as exc:  # the next sweep tries again
+            log.warning("sweep: could not resume the build of %s: %s", version_id, exc)
+    return sent
+
+
+@celery_app.task(
+    name=BUILD_INDEX_VERSION,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=_settings.task_soft_time_limit_s,
+    time_limit=_settings.task_time_limit_s,
+)
+def build_index_version_task(self: Task[Any, Any], version_id: str) -> dict[str, Any]:
+    """One step of an index version's build (app/pipeline/build.py); sends the next step while
+    documents remain. A transient error ends the step: the sweep resumes the build."""
+    budget = min(_settings.index_build_step_s, _settings.task_soft_time_limit_s / 2)
+    try:
+        result = build_step(
+            runtime(),
+            uuid.UUID(version_id),
+            budget_s=budget,
+            lease_s=_settings.index_build_lease_s,
+            keep_versions=_settings.index_keep_versions,
+        )
+    except TransientError as exc:
+        log.warning("index build %s paused: %s (the sweep resumes it)", version_id, exc)
+        return {"version_id": version_id, "state": "paused", "error": str(exc)}
+    if result.remaining:
+        queue = JobQueue(_settings)
+        try:
+            queue.enqueue_build(uuid.UUID(version_id))
+        finally:
+            queue.close()
+    return {
+        "version_id": version_id,
+        "state": str(result.state),
+        "built": result.built,
+        "failed": result.failed,
+        "remaining": result.remaining,
     }

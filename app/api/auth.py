@@ -22,13 +22,14 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app import apikeys
 from app.api.deps import RuntimeDep, SessionDep
 from app.apikeys import Principal
 from app.db.models import Document
 
-__all__ = ["PrincipalDep", "authorize", "require_all_projects"]
+__all__ = ["PrincipalDep", "authorize", "check_scope", "require_all_projects"]
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -65,7 +66,7 @@ def authorize(
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     if not principal.all_projects:
-        _check_scope(request, session, principal)
+        check_scope(request, session, principal)
     return principal
 
 
@@ -85,7 +86,13 @@ def require_all_projects(principal: PrincipalDep) -> Principal:
     return principal
 
 
-def _check_scope(request: Request, session: SessionDep, principal: Principal) -> None:
+def check_scope(request: Request, session: Session, principal: Principal) -> None:
+    """Refuse a path whose ``{project_id}`` or ``{document_id}`` lies outside the principal's
+    scope (the web console applies the same rule to its own paths).
+
+    Raises:
+        HTTPException: 404, worded like a missing resource's.
+    """
     params = request.path_params
     project_id = _as_uuid(params.get("project_id"))
     if project_id is not None and not principal.can_access(project_id):

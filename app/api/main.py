@@ -14,13 +14,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app import outbox
-from app.api import access_log
+from app.api import access_log, docs
 from app.api.auth import authorize
 from app.api.deps import Dispatcher
 from app.api.limits import BodySizeLimit
-from app.api.routes import documents, health, metrics, projects, status
+from app.api.routes import (
+    answers,
+    documents,
+    health,
+    index_versions,
+    metrics,
+    projects,
+    status,
+)
 from app.config import Settings, get_settings
 from app.db import migrate
+from app.errors import IndexMismatch
 from app.jobqueue import JobQueue
 from app.runtime import Runtime
 from app.services import Enqueue, NotFound
@@ -75,17 +84,29 @@ def create_app(
         version="0.1.0",
         description="Documents in, searchable vectors out.",
         lifespan=lifespan,
+        # Served by app/api/docs.py from local files: FastAPI's own pages load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    docs.install(app)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(IndexMismatch, _conflict)
     app.add_exception_handler(RequestValidationError, _invalid)
     # Bodies are counted as they stream in: an oversized upload is cut off before it is spooled.
     app.add_middleware(BodySizeLimit, upload_limit=settings.upload_request_limit)
     app.include_router(health.router)
     # An API key on every route but the health checks, once any key exists (app/api/auth.py).
     app.include_router(projects.router, dependencies=[Depends(authorize)])
+    app.include_router(answers.router, dependencies=[Depends(authorize)])
     app.include_router(documents.router, dependencies=[Depends(authorize)])
+    app.include_router(index_versions.router, dependencies=[Depends(authorize)])
     app.include_router(status.router, dependencies=[Depends(authorize)])
     app.include_router(metrics.router, dependencies=[Depends(authorize)])
+    if settings.ui_enabled:
+        # The web console (/ui): its own sign-in (a cookie), the same keys and scopes.
+        from app.api import ui
+
+        ui.install(app, settings)
     return app
 
 
@@ -142,3 +163,9 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     The body is the one ``HTTPException(404, str(exc))`` gives, so routes simply let it rise.
     """
     return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    """Settings that describe another index than the project's active version
+    (:class:`~app.errors.IndexMismatch`) answer 409 with the reason and the remedy."""
+    return JSONResponse({"detail": str(exc)}, status_code=409)

@@ -121,6 +121,8 @@ class ChunkOut(BaseModel):
     end_char: int
     token_count: int
     page: int | None
+    #: True when some of the chunk's text was read by OCR (a scanned page, an image).
+    ocr: bool = False
 
 
 class Accepted(BaseModel):

@@ -8,12 +8,15 @@ module         commands
 =============  =========================================================
 ``ingest``     ``ingest``
 ``search``     ``search``
+``ask``        ``ask``
 ``documents``  ``status``, ``revectorize``, ``retry``, ``reconcile``
 ``evaluate``   ``eval``
 ``projects``   ``projects``
 ``providers``  ``providers``
 ``serve``      ``migrate``, ``api``, ``worker``, ``beat``, ``flower``
 ``keys``       ``keys create``, ``keys list``, ``keys revoke``
+``index``      ``index create``, ``index list``, ``index activate``, ``index cancel``,
+               ``index drop``
 =============  =========================================================
 """
 
@@ -23,8 +26,8 @@ from app.cli._utilities import app
 
 # Importing a command module registers its commands, listed in this order by `docvec --help`.
 # isort: off
-from app.cli import ingest, search, documents, evaluate  # noqa: F401
-from app.cli import projects, providers, serve, keys  # noqa: F401
+from app.cli import ingest, search, ask, documents, evaluate  # noqa: F401
+from app.cli import projects, providers, serve, keys, index  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

@@ -92,8 +92,12 @@ def _record(
 ) -> list[_Todo]:
     """Store and record every file; the documents to process, the others in ``report``."""
     with runtime.sessions() as session:
-        project_id = services.get_or_create_project(session, name=project).id
+        found_project = services.get_or_create_project(session, name=project)
+        project_id = found_project.id
         session.commit()
+        # Refuse before storing anything when the settings describe another index than the
+        # project's active version (IndexMismatch names both and the remedy).
+        runtime.active_index(session, found_project)
     todo: list[_Todo] = []
     seen: dict[uuid.UUID, str] = {}
     with runtime.sessions() as session:

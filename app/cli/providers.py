@@ -1,13 +1,16 @@
-"""``docvec providers``: which embedding providers are available, and their limits."""
+"""``docvec providers``: which embedding providers are available, and their limits; and OCR."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.cli._utilities import JsonOpt, app, fail, out, print_json
 from app.config import get_settings
+
+if TYPE_CHECKING:
+    from app.pipeline.extract import OcrStatus
 
 
 @app.command()
@@ -32,8 +35,9 @@ def providers(
         raise fail("--probe must be configured, all or none")
     report = provider_statuses(get_settings().embedding, probe=modes[probe], timeout_s=timeout)
     configured_ok = all(r.available for r in report if r.configured)
+    ocr = _ocr_status()
     if as_json:
-        print_json({"providers": [r.as_dict() for r in report]})
+        print_json({"providers": [r.as_dict() for r in report], "ocr": ocr.as_dict()})
         raise typer.Exit(0 if configured_ok else 1)
     for r in report:
         name = f"[bold]{r.provider}[/bold]" + (" (configured)" if r.configured else "")
@@ -43,5 +47,29 @@ def providers(
         out.print(f"  model {r.model} · {dim}" + (f" · {r.base_url}" if r.base_url else ""))
         out.print("  checks: " + " · ".join(f"{k} {v}" for k, v in r.checks.items()))
         out.print(f"  limits: {r.limits_text()}", highlight=False)
+    _print_ocr(ocr)
     if not configured_ok:
         raise typer.Exit(1)
+
+
+def _ocr_status() -> OcrStatus:
+    from app.pipeline.extract import OcrOptions, ocr_status
+
+    return ocr_status(OcrOptions.from_settings(get_settings()))
+
+
+def _print_ocr(status: OcrStatus) -> None:
+    """OCR of scans and images: engine, version, languages, available or why not."""
+    state = (
+        "[green]available[/green]"
+        if status.available
+        else f"[red]unavailable[/red]: {status.reason}"
+    )
+    out.print(f"[bold]OCR[/bold] ({status.engine}, mode {status.mode})  {state}")
+    version = status.version or "version unknown"
+    installed = ", ".join(status.installed_languages) or "none"
+    out.print(
+        f"  {version} · languages {'+'.join(status.languages)} (installed: {installed}) · "
+        f"{status.dpi} dpi for PDF pages",
+        highlight=False,
+    )

@@ -59,12 +59,10 @@ def search(
         exit_on(DocvecError, services.NotFound),
         runtime.sessions() as session,
     ):
-        results = services.search(
+        results = runtime.search(
             session,
             project=services.find_project(session, project),
             query=query,
-            provider=runtime.provider,
-            store=runtime.vector_store,
             top_k=top_k,
             score_threshold=score_threshold,
             mode=mode,

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -133,9 +134,18 @@ class Document(Base):
 
 
 class DocumentChunk(Base):
+    """One chunk of a document's text, the source of truth for what search shows.
+
+    ``chunk_set`` names the chunking that cut it: ``""`` for the chunking of a project's first
+    index version, the key of another :class:`IndexVersion` whose chunking differs (its build
+    re-chunks the stored file). Every version with the same chunking shares one set of rows.
+    """
+
     __tablename__ = "document_chunks"
     __table_args__ = (
-        UniqueConstraint("document_id", "chunk_index", name="uq_document_chunks_doc_index"),
+        UniqueConstraint(
+            "document_id", "chunk_set", "chunk_index", name="uq_document_chunks_doc_set_index"
+        ),
     )
 
     #: Equal to the chunk's point id in the vector store.
@@ -143,12 +153,16 @@ class DocumentChunk(Base):
     document_id: Mapped[uuid.UUID] = mapped_column(
         Uuid, ForeignKey("documents.id", ondelete="CASCADE")
     )
+    chunk_set: Mapped[str] = mapped_column(String(32), default="", server_default="")
     chunk_index: Mapped[int] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(Text)
     start_char: Mapped[int] = mapped_column(Integer)
     end_char: Mapped[int] = mapped_column(Integer)
     token_count: Mapped[int] = mapped_column(Integer)
     page: Mapped[int | None] = mapped_column(Integer)
+    #: True when some of the chunk's text was read by OCR (a scanned page, an image): it may hold
+    #: misread words (app/pipeline/extract/ocr.py).
+    ocr: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     document: Mapped[Document] = relationship(back_populates="chunks")
 
@@ -226,3 +240,83 @@ class ApiKey(Base):
     project_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IndexState(enum.StrEnum):
+    """Lifecycle of an index version: ``building`` → ``ready`` (manual activation) or ``active``;
+    ``active`` → ``retired`` when another version is activated (kept for a rollback, which
+    catches up by building again); ``failed`` / ``cancelled`` end a build without touching the
+    active version."""
+
+    building = "building"
+    ready = "ready"
+    active = "active"
+    retired = "retired"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class IndexVersion(Base):
+    """One index of a project: what shapes its vectors, and where they are (DESIGN §2a).
+
+    ``embedding`` holds what identifies the model (provider, model, dimensions, numerics class,
+    prefixes) and how to reach it (base URL, the *name* of the key's environment variable —
+    never a key); ``chunking`` the chunking settings. ``follows_settings``: made from the
+    process settings (``DOCVEC_EMBEDDING__*``, ``DOCVEC_CHUNKING__*``), which must then agree
+    with it; a version made with an explicit provider and model is used as recorded.
+    """
+
+    __tablename__ = "index_versions"
+    __table_args__ = (
+        UniqueConstraint("project_id", "version", name="uq_index_versions_project_version"),
+        Index("ix_index_versions_state", "state"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    project_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("projects.id", ondelete="CASCADE")
+    )
+    #: 1, 2, ... per project.
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default=IndexState.building)
+    embedding: Mapped[dict[str, Any]] = mapped_column(JSON)
+    chunking: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Vector size, learned from the provider on first use when not known in advance.
+    dimensions: Mapped[int | None] = mapped_column(Integer)
+    #: The physical collection (Qdrant collection, Edge shard folder, pgvector table).
+    collection: Mapped[str] = mapped_column(String(200))
+    #: Which rows of ``document_chunks`` hold this version's chunks.
+    chunk_set: Mapped[str] = mapped_column(String(32), default="")
+    follows_settings: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: ``auto``: activate when the build is complete and clean; ``manual``: stop at ``ready``.
+    activate: Mapped[str] = mapped_column(String(10), default="auto")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    build_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    built_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: A build step holds the build until then; a later one (the sweep's) takes it over.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IndexVersionDocument(Base):
+    """That ``document_id`` at ``generation`` is in ``version_id`` (or failed to get there).
+
+    Written in the transaction that records the document's points: by the pipeline for the
+    version it wrote, by a build for the version it builds. A document is *in* a version when
+    its row here holds the document's current generation and no error.
+    """
+
+    __tablename__ = "index_version_documents"
+    __table_args__ = (Index("ix_index_version_documents_document", "document_id"),)
+
+    version_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("index_versions.id", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    generation: Mapped[int] = mapped_column(Integer)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    built_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

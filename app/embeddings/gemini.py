@@ -26,7 +26,7 @@ below the limit; the cut matters only for large token-sized chunks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from typing_extensions import override
 
@@ -159,9 +159,11 @@ class GeminiProvider(RemoteProvider["Client"]):
         config = types.EmbedContentConfig(
             task_type=TASK_TYPES[kind], output_dimensionality=self.settings.dimensions
         )
+        # A list of strings is what the SDK documents; its (invariant) union does not name one.
+        contents = cast("types.ContentListUnion", list(texts))
         with self._mapped_errors():
             response = client.models.embed_content(
-                model=self.model, contents=list(texts), config=config
+                model=self.model, contents=contents, config=config
             )
         vectors = [list(e.values or []) for e in response.embeddings or []]
         meta = response.usage_metadata

@@ -11,6 +11,10 @@ interpreter (a C extension hitting a NULL). None of that may cost more than the 
 - asks the kernel to kill it if the parent dies (``PR_SET_PDEATHSIG``, Linux),
 - runs :func:`app.pipeline.extract.extract` and sends the outcome back through a pipe (pickle).
 
+OCR runs inside the same budget: the child starts one Tesseract process per page, which dies with
+the child (``PR_SET_PDEATHSIG``), may map at most ``extract_memory_mb`` of its own, and is killed
+after ``ocr.page_timeout_s`` (app/pipeline/extract/ocr.py); the wall-clock limit covers them all.
+
 The parent waits at most ``extract_timeout_s`` of wall-clock time, then kills the child.
 
 Why ``os.fork`` and not :mod:`multiprocessing`: Celery's prefork pool children are daemonic, and
@@ -39,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import math
 import os
@@ -54,7 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 from app import errors
 from app.errors import CorruptDocument, DocumentTooLarge, PermanentError
-from app.pipeline.extract import ExtractedText, extract
+from app.pipeline.extract import ExtractedText, OcrOptions, extract
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -89,22 +94,25 @@ class ExtractBudget:
         memory_mb: MiB of address space the child may add to what it inherited from the parent.
         max_pages: passed to :func:`~app.pipeline.extract.extract`.
         max_chars: passed to :func:`~app.pipeline.extract.extract`.
+        ocr: passed to :func:`~app.pipeline.extract.extract`.
     """
 
     timeout_s: float = 300.0
     memory_mb: int = 2048
     max_pages: int = 5000
     max_chars: int = 20_000_000
+    ocr: OcrOptions = dataclasses.field(default_factory=OcrOptions)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExtractBudget:
-        """The budget configured by ``extract_timeout_s``, ``extract_memory_mb``, ``max_pages``
-        and ``max_document_chars``."""
+        """The budget configured by ``extract_timeout_s``, ``extract_memory_mb``, ``max_pages``,
+        ``max_document_chars`` and the ``ocr`` group."""
         return cls(
             timeout_s=settings.extract_timeout_s,
             memory_mb=settings.extract_memory_mb,
             max_pages=settings.max_pages,
             max_chars=settings.max_document_chars,
+            ocr=OcrOptions.from_settings(settings),
         )
 
 
@@ -134,6 +142,7 @@ def extract_within_budget(
         file_name,
         max_pages=budget.max_pages,
         max_chars=budget.max_chars,
+        ocr=budget.ocr,
         timeout_s=budget.timeout_s,
         memory_mb=budget.memory_mb,
     )

@@ -7,15 +7,31 @@ parts themselves (settings, SQL sessions, file storage, chunker, provider, vecto
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.embeddings import EmbeddingProvider
+from app.indexes import VersionRef
 from app.pipeline.chunk import Chunker
 from app.storage import FileStorage
 from app.vectorstore import VectorStore
+
+
+@dataclass(frozen=True)
+class IndexParts:
+    """What one index version writes and searches with: its provider, its collection's store,
+    its chunker, and ``ensure()``, which creates the collection for the provider's vector size
+    once per process and returns that size (raises ``IndexMismatch`` / ``DimensionMismatch``)."""
+
+    version: VersionRef
+    provider: EmbeddingProvider
+    store: VectorStore
+    chunker: Chunker
+    ensure: Callable[[], int]
 
 
 class PipelineParts(Protocol):
@@ -50,4 +66,12 @@ class PipelineParts(Protocol):
         Raises:
             app.errors.DimensionMismatch: it exists with another vector size.
         """
+        ...
+
+    def index_parts(self, ref: VersionRef) -> IndexParts:
+        """The provider, store and chunker of the index version ``ref`` (kept per process)."""
+        ...
+
+    def store_for(self, collection: str) -> VectorStore:
+        """The store of one collection (no provider is built)."""
         ...

@@ -11,6 +11,10 @@ Guarantees (DESIGN §2):
 3. One run wins: each run carries the document's ``generation``; the commit phase locks the document
    row (``SELECT … FOR UPDATE``), and a run whose generation is no longer current, or that finds the
    document already vectorized for it, writes nothing — not to SQL and not to the vector store.
+4. One index: a run resolves its project's active index version once, at the claim, and chunks,
+   embeds and writes with that version's chunker, provider and collection; its commit records the
+   document in that version and, under a share lock on the project row, checks that the version
+   is still the active one (an activation in between makes the run retry on the new one).
 """
 
 from __future__ import annotations
@@ -23,15 +27,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import OperationalError
 
-from app import metrics
+from app import indexes, metrics
 from app.db.models import (
     AttemptOutcome,
     Document,
     DocumentChunk,
     DocumentStatus,
+    IndexState,
+    IndexVersion,
+    Project,
     VectorizationAttempt,
     utcnow,
 )
@@ -41,6 +48,7 @@ from app.errors import (
     DatabaseUnavailable,
     DocvecError,
     EmptyDocument,
+    IndexMismatch,
     PermanentError,
     TransientError,
     VectorStoreLocked,
@@ -49,7 +57,7 @@ from app.errors import (
 from app.pipeline.budget import extract_within_budget
 from app.pipeline.chunk import Chunk
 from app.pipeline.extract import ExtractedText
-from app.pipeline.parts import PipelineParts
+from app.pipeline.parts import IndexParts, PipelineParts
 from app.retrying import retry_call
 from app.vectorstore import Point, point_id
 
@@ -83,6 +91,8 @@ class ProcessResult:
     retry_after_s: float | None = None
     #: Name of the error tree class that ended the run (failed or retrying).
     error_class: str | None = None
+    #: The embedding provider's name, for the metrics (succeeded runs).
+    provider: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -93,10 +103,19 @@ class _Claim:
     storage_uri: str
     file_name: str
     project_id: uuid.UUID
+    #: The project's active index version, resolved once for the whole run.
+    version: indexes.VersionRef | None
+    #: Why the process may not write to that version (its settings describe another index).
+    refusal: IndexMismatch | None = None
 
 
 class _Superseded(Exception):
     """Internal: a newer run owns the document."""
+
+
+class IndexSwitched(TransientError):
+    """The project's active index version changed during the run: it is retried on the new one
+    (its vectors, made by the old version's model, must not be recorded as the new version's)."""
 
 
 def _worker_name() -> str:
@@ -158,6 +177,8 @@ class PreparedDocument:
     final_attempt: bool
     timings: dict[str, float] = field(default_factory=dict)
     usage: EmbeddingUsage = field(default_factory=EmbeddingUsage)
+    #: The index version the run writes to (provider, store, chunker).
+    index: IndexParts | None = None
 
 
 def prepare_document(
@@ -192,7 +213,13 @@ def prepare_document(
 
     stage = "read"
     usage = EmbeddingUsage()
+    index: IndexParts | None = None
     try:
+        if claimed.refusal is not None:
+            stage = "embed"
+            raise claimed.refusal
+        assert claimed.version is not None
+        index = parts.index_parts(claimed.version)
         t = time.perf_counter()
         data = parts.storage.read(claimed.storage_uri)
         timings["read"] = _ms(t)
@@ -203,10 +230,13 @@ def prepare_document(
         extracted = extract_within_budget(data, claimed.file_name, parts.settings)
         del data
         timings["extract"] = _ms(t)
+        if extracted.ocr_ms is not None:
+            # Part of "extract": the time its pages spent in OCR (rendering and Tesseract).
+            timings["ocr"] = extracted.ocr_ms
 
         stage = "chunk"
         t = time.perf_counter()
-        chunks = parts.chunker.split(extracted.text)
+        chunks = index.chunker.split(extracted.text)
         timings["chunk"] = _ms(t)
         if not chunks:
             raise EmptyDocument("no text left after normalisation", stage="chunk")
@@ -218,7 +248,9 @@ def prepare_document(
                 parts, document_id, claimed.attempt_id, err, stage, final_attempt, timings, usage
             ),
         )
-    return PreparedDocument(document_id, claimed, extracted, chunks, final_attempt, timings, usage)
+    return PreparedDocument(
+        document_id, claimed, extracted, chunks, final_attempt, timings, usage, index
+    )
 
 
 def complete_documents(
@@ -245,13 +277,33 @@ def complete_documents(
     """
     if not docs:
         return []
+    # Documents of projects on different index versions cannot share an embed call.
+    groups: dict[uuid.UUID, list[PreparedDocument]] = {}
+    for d in docs:
+        assert d.index is not None
+        groups.setdefault(d.index.version.id, []).append(d)
+    by_doc: dict[int, ProcessResult] = {}
+    for group in groups.values():
+        for d, r in zip(group, _complete_group(parts, group, on_chunks), strict=True):
+            by_doc[id(d)] = r
+    return [by_doc[id(d)] for d in docs]
+
+
+def _complete_group(
+    parts: PipelineParts,
+    docs: Sequence[PreparedDocument],
+    on_chunks: Callable[[int], None] | None,
+) -> list[ProcessResult]:
+    """:func:`complete_documents` for documents that share one index version."""
+    assert docs[0].index is not None
+    index = docs[0].index
     stage = "upsert"
-    provider = parts.provider
+    provider = index.provider
     usage = EmbeddingUsage()
     try:
         # Refuse a vector-size mismatch before paying for embeddings (DimensionMismatch is
         # permanent and names both sizes).
-        parts.ensure_collection()
+        index.ensure()
 
         stage = "embed"
         t = time.perf_counter()
@@ -322,12 +374,14 @@ STORE_RETRY_BASE_S = 2.0
 def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]) -> ProcessResult:
     """Upsert one embedded document's points, then record it in one SQL transaction."""
     document_id, claimed, timings = d.document_id, d.claim, d.timings
-    provider = parts.provider
+    assert d.index is not None
+    index = d.index
+    provider, store, chunk_set = index.provider, index.store, index.version.chunk_set
     stage = "upsert"
     try:
         points = [
             Point(
-                id=point_id(document_id, c.index),
+                id=point_id(document_id, c.index, chunk_set),
                 vector=v,
                 project_id=claimed.project_id,
                 document_id=document_id,
@@ -342,12 +396,14 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
             {
                 "id": p.id,
                 "document_id": document_id,
+                "chunk_set": chunk_set,
                 "chunk_index": c.index,
                 "content": c.text,
                 "start_char": c.start_char,
                 "end_char": c.end_char,
                 "token_count": c.token_count,
                 "page": d.extracted.page_at(c.start_char),
+                "ocr": d.extracted.from_ocr(c.start_char, c.end_char),
             }
             for c, p in zip(d.chunks, points, strict=True)
         ]
@@ -365,16 +421,20 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
                     or (doc.status == DocumentStatus.vectorized)
                 ):
                     raise _Superseded
+                _check_still_active(session, claimed.project_id, index.version)
                 t = time.perf_counter()
-                parts.vector_store.upsert(points)
+                store.upsert(points)
                 # Points of chunk indexes the new run no longer has (the document got shorter).
-                parts.vector_store.delete_document(document_id, from_chunk_index=len(points))
+                store.delete_document(document_id, from_chunk_index=len(points))
                 timings["upsert"] = _ms(t)
 
                 stage = "commit"
                 t = time.perf_counter()
                 session.execute(
-                    delete(DocumentChunk).where(DocumentChunk.document_id == document_id)
+                    delete(DocumentChunk).where(
+                        DocumentChunk.document_id == document_id,
+                        DocumentChunk.chunk_set == chunk_set,
+                    )
                 )
                 session.execute(insert(DocumentChunk), rows)
                 doc.status = DocumentStatus.vectorized
@@ -385,6 +445,13 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
                 doc.content_type = d.extracted.content_type
                 doc.embedding_model = f"{provider.name}:{provider.model}"
                 doc.vectorized_at = utcnow()
+                indexes.record_document(
+                    session,
+                    version_id=index.version.id,
+                    document_id=document_id,
+                    generation=claimed.generation,
+                    chunks=len(rows),
+                )
                 # The COMMIT itself is not in this figure: the attempt row is written in it.
                 timings["commit"] = _ms(t)
                 _finish_attempt(
@@ -407,7 +474,11 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
             what=f"writing document {document_id}",
         )
         return ProcessResult(
-            document_id, RunOutcome.succeeded, chunks=len(rows), timings_ms=timings
+            document_id,
+            RunOutcome.succeeded,
+            chunks=len(rows),
+            timings_ms=timings,
+            provider=provider.name,
         )
     except _Superseded:
         _record(
@@ -418,6 +489,31 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
         err = _classified(parts, exc, stage, document_id)
         return _fail(
             parts, document_id, claimed.attempt_id, err, stage, d.final_attempt, timings, d.usage
+        )
+
+
+def _check_still_active(
+    session: object, project_id: uuid.UUID, version: indexes.VersionRef
+) -> None:
+    """Raise :class:`IndexSwitched` unless ``version`` is still the project's active one.
+
+    Holds a share lock on the project row until the commit (PostgreSQL; SQLite runs one writer
+    at a time), which an activation's exclusive lock waits for: no run records a document in a
+    version that stopped being active in between.
+    """
+    from sqlalchemy.orm import Session
+
+    assert isinstance(session, Session)
+    session.execute(select(Project.id).where(Project.id == project_id).with_for_update(read=True))
+    active = session.scalar(
+        select(IndexVersion.id).where(
+            IndexVersion.project_id == project_id, IndexVersion.state == IndexState.active
+        )
+    )
+    if active != version.id:
+        raise IndexSwitched(
+            f"the project's active index changed from {version.label()} during the run",
+            stage="commit",
         )
 
 
@@ -450,7 +546,7 @@ def _observed(parts: PipelineParts, result: ProcessResult) -> ProcessResult:
     for stage, ms in result.timings_ms.items():
         metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000)
     if result.outcome == RunOutcome.succeeded:
-        metrics.CHUNKS_EMBEDDED.labels(parts.provider.name).inc(result.chunks)
+        metrics.CHUNKS_EMBEDDED.labels(result.provider or "unknown").inc(result.chunks)
     elif result.outcome == RunOutcome.retrying:
         metrics.TASK_RETRIES.labels(result.error_class or "unknown").inc()
     elif result.outcome == RunOutcome.failed:
@@ -500,7 +596,23 @@ def _claim(
         )
         session.add(row)
         session.flush()
-        return _Claim(row.id, generation, doc.storage_uri, doc.file_name, doc.project_id)
+        version: indexes.VersionRef | None = None
+        refusal: IndexMismatch | None = None
+        project = session.get(Project, doc.project_id)
+        assert project is not None  # the document's foreign key
+        try:
+            version = indexes.active_version(session, project, parts.settings)
+        except IndexMismatch as exc:
+            refusal = exc
+        return _Claim(
+            row.id,
+            generation,
+            doc.storage_uri,
+            doc.file_name,
+            doc.project_id,
+            version,
+            refusal,
+        )
 
 
 def _finish_attempt(

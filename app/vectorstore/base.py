@@ -63,13 +63,18 @@ ID_PAGE = 1000
 POINT_NAMESPACE = uuid.UUID("6f1c1c8e-3b0a-5d7e-9c43-2f0d8a6b1e55")
 
 
-def point_id(document_id: uuid.UUID, chunk_index: int) -> uuid.UUID:
-    """Deterministic id of a chunk's point.
+def point_id(document_id: uuid.UUID, chunk_index: int, chunk_set: str = "") -> uuid.UUID:
+    """Deterministic id of a chunk's point (and of its ``document_chunks`` row).
 
-    ``uuid5(POINT_NAMESPACE, f"{document_id}:{chunk_index}")``.
+    ``uuid5(POINT_NAMESPACE, f"{document_id}:{chunk_index}")`` for the chunks of a project's
+    first chunking (``chunk_set=""``, the ids of every point made before index versions), and
+    ``uuid5(POINT_NAMESPACE, f"{document_id}:{chunk_set}:{chunk_index}")`` for the chunks of an
+    index version with another chunking, so both sets of rows can live side by side.
 
     A retried or duplicated job computes the same ids and so overwrites, never adds, points.
     """
+    if chunk_set:
+        return uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{chunk_set}:{chunk_index}")
     return uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{chunk_index}")
 
 
@@ -438,6 +443,28 @@ class VectorStore(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and locks."""
 
+    # -- several collections (index versions) ----------------------------------------------------
+
+    @abstractmethod
+    def sibling(self, collection: str) -> VectorStore:
+        """A store for another collection of the same store (an index version's), sharing this
+        one's connection or client where the store has one (qdrant-client's local mode can open
+        its folder only once per process). Closing the sibling releases only what it owns."""
+
+    def drop_collection(self) -> None:
+        """Delete the collection and every point in it (``docvec index drop``); a collection
+        never created is a no-op."""
+        if self._exists():
+            self._drop_collection()
+        self._dimension = None
+
+    def point_alias(self, alias: str) -> bool:
+        """Point ``alias`` at this collection in one atomic operation, where the store has
+        aliases (a Qdrant server, and qdrant-client's local mode): other readers of the store
+        switch with the activation. Returns False where the store has none (SQL is the source of
+        truth either way: docvec's own queries name the collection)."""
+        return False
+
     # -- primitives ------------------------------------------------------------------------------
 
     @abstractmethod
@@ -452,6 +479,10 @@ class VectorStore(ABC):
     @abstractmethod
     def _exists(self) -> bool:
         """Whether the collection exists (reads and deletes on a store never written are no-ops)."""
+
+    @abstractmethod
+    def _drop_collection(self) -> None:
+        """Delete the existing collection with its points and indexes."""
 
     def _has_lexical(self) -> bool:
         """Whether the collection exists and has its lexical side (here: whenever it exists).

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -161,6 +162,25 @@ class EdgeStore(QdrantFamilyStore[qe.Filter, qe.QueryRequest]):
     def _exists(self) -> bool:
         """Whether a shard exists (opened now if another store created it since)."""
         return self._shard_or_none() is not None
+
+    @override
+    def _drop_collection(self) -> None:
+        """Close the shard and delete its folder."""
+        with self._open_lock:
+            shard, self._shard = self._shard, None
+        if shard is not None:
+            shard.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    @override
+    def sibling(self, collection: str) -> EdgeStore:
+        """The shard folder ``{path}/{collection}`` beside this one (its own lock and files)."""
+        return EdgeStore(
+            collection=collection,
+            path=self.folder.parent,
+            indexing_threshold_kb=self._indexing_threshold_kb,
+            full_scan_threshold_kb=self._full_scan_threshold_kb,
+        )
 
     def _holds_shard(self) -> bool:
         return (self.folder / CONFIG_FILE).is_file()

@@ -78,7 +78,13 @@ class PgVectorStore(VectorStore):
     name = "pgvector"
 
     def __init__(
-        self, *, url: str, table: str, pool_size: int = 5, connect_timeout_s: float = 10
+        self,
+        *,
+        url: str,
+        table: str,
+        pool_size: int = 5,
+        connect_timeout_s: float = 10,
+        engine: sa.Engine | None = None,
     ) -> None:
         if not _TABLE_NAME.fullmatch(table):
             raise ValueError(
@@ -88,7 +94,9 @@ class PgVectorStore(VectorStore):
         super().__init__(collection=table)
         self.table = table
         self._q = f'"{table}"'  # quoted, so mixed case survives
-        self._engine = sa.create_engine(
+        #: A sibling (another table, :meth:`sibling`) shares its maker's pool and leaves it open.
+        self._owns_engine = engine is None
+        self._engine = engine or sa.create_engine(
             normalize_url(url),
             pool_size=pool_size,
             # A connection dropped by a database restart is replaced instead of failing a task.
@@ -168,6 +176,17 @@ class PgVectorStore(VectorStore):
             return bool(
                 conn.execute(sa.text("SELECT to_regclass(:t) IS NOT NULL"), {"t": self._q}).scalar()
             )
+
+    @override
+    def _drop_collection(self) -> None:
+        with self._connect("drop the table") as conn:
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {self._q}"))
+        self._lexical = None
+
+    @override
+    def sibling(self, collection: str) -> PgVectorStore:
+        """The table ``collection`` in the same database, on this store's connection pool."""
+        return PgVectorStore(url=str(self._engine.url), table=collection, engine=self._engine)
 
     @override
     def _has_lexical(self) -> bool:
@@ -361,8 +380,9 @@ class PgVectorStore(VectorStore):
 
     @override
     def close(self) -> None:
-        """Close every pooled connection."""
-        self._engine.dispose()
+        """Close every pooled connection (a sibling leaves the shared pool to its maker)."""
+        if self._owns_engine:
+            self._engine.dispose()
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from qdrant_client.local.qdrant_local import QdrantLocal
 from typing_extensions import override
 
 from app.errors import DimensionMismatch, VectorStoreLocked, VectorStoreUnavailable
-from app.vectorstore.base import Point, Where, dimension_mismatch
+from app.vectorstore.base import Point, VectorStore, Where, dimension_mismatch
 from app.vectorstore.payload import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
@@ -87,6 +87,9 @@ class QdrantStore(QdrantFamilyStore[qm.Filter, qm.QueryRequest]):
         super().__init__(collection=collection)
         #: Whether the collection has the sparse vector ``bm25`` (None: not looked up yet).
         self._lexical: bool | None = None
+        #: False for a sibling (another collection on this store's client): closing it leaves
+        #: the shared client open.
+        self._owns_client = True
         if url:
             self._location = f"Qdrant at {_without_credentials(url)}"
             self.local = False
@@ -194,6 +197,41 @@ class QdrantStore(QdrantFamilyStore[qm.Filter, qm.QueryRequest]):
             return bool(self._client.collection_exists(self.collection))
 
     @override
+    def _drop_collection(self) -> None:
+        with self._call("delete the collection"):
+            self._client.delete_collection(self.collection)
+        self._lexical = None
+
+    @override
+    def sibling(self, collection: str) -> QdrantStore:
+        """The collection ``collection`` on this store's client (one client per server or local
+        folder per process)."""
+        other = QdrantStore.__new__(QdrantStore)
+        VectorStore.__init__(other, collection=collection)
+        other._lexical = None
+        other._owns_client = False
+        other._location, other.local = self._location, self.local
+        other._client, other._guard = self._client, self._guard
+        return other
+
+    @override
+    def point_alias(self, alias: str) -> bool:
+        """Point ``alias`` at this collection: the old alias deleted and the new one created in
+        one ``update_collection_aliases`` call, which Qdrant applies atomically."""
+        with self._call("switch the alias"):
+            existing = {a.alias_name for a in self._client.get_aliases().aliases}
+            ops: list[qm.AliasOperations] = []
+            if alias in existing:
+                ops.append(qm.DeleteAliasOperation(delete_alias=qm.DeleteAlias(alias_name=alias)))
+            ops.append(
+                qm.CreateAliasOperation(
+                    create_alias=qm.CreateAlias(collection_name=self.collection, alias_name=alias)
+                )
+            )
+            self._client.update_collection_aliases(change_aliases_operations=ops)
+        return True
+
+    @override
     def _has_lexical(self) -> bool:
         """Whether the collection exists and has the ``bm25`` sparse vector."""
         if self._lexical:
@@ -285,7 +323,10 @@ class QdrantStore(QdrantFamilyStore[qm.Filter, qm.QueryRequest]):
 
     @override
     def close(self) -> None:
-        """Close the HTTP connections, or release the local folder's lock."""
+        """Close the HTTP connections, or release the local folder's lock (a sibling leaves the
+        shared client to the store that made it)."""
+        if not self._owns_client:
+            return
         with self._guard:
             self._client.close()
 

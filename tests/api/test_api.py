@@ -157,10 +157,17 @@ def test_rejections(client: TestClient, tmp_path: Path) -> None:
     assert client.post(f"/projects/{missing}/search", json={"query": "x"}).status_code == 404
     r = client.post(f"/projects/{pid}/documents", files=[("files", ("e.txt", b"", "text/plain"))])
     assert r.status_code == 422
-    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
-    r = client.post(f"/projects/{pid}/documents", files=[("files", ("x.png", png, "image/png"))])
+    # Images are read by OCR now; a text file named like one, or a GIF, is still refused.
+    fake_png = b"Just some text under an image's name.\n" * 5
+    r = client.post(
+        f"/projects/{pid}/documents", files=[("files", ("x.png", fake_png, "image/png"))]
+    )
     assert r.status_code == 415
     assert "application/pdf" in r.json()["detail"]["supported_types"]
+    assert "image/png" in r.json()["detail"]["supported_types"]
+    gif = b"GIF89a" + b"\x00" * 100
+    r = client.post(f"/projects/{pid}/documents", files=[("files", ("x.gif", gif, "image/gif"))])
+    assert r.status_code == 415
     assert (
         client.post(f"/projects/{pid}/search", json={"query": "x", "top_k": 0}).status_code == 422
     )

@@ -36,6 +36,7 @@ from app.pipeline.chunk import Chunker
 from app.pipeline.extract import (
     SUPPORTED_TYPES,
     ExtractedText,
+    OcrOptions,
     detect_type,
     extract,
     normalize_text,
@@ -61,8 +62,8 @@ EXPECTED_ERRORS: dict[str, tuple[type[PermanentError], str]] = {
         "encrypted with a password",
     ),
     "pdf/encrypted/password.pdf": (EncryptedDocument, "encrypted with a password"),
-    "pdf/scanned/loremipsum-flat.pdf": (EmptyDocument, "1 page(s) of images only"),
-    "pdf/scanned/grayscale-image.pdf": (EmptyDocument, "1 page(s) of images only"),
+    # A picture without text: OCR (tests/pipeline/test_ocr.py) finds none in it.
+    "pdf/scanned/grayscale-image.pdf": (EmptyDocument, "no text, even after OCR"),
     "pdf/broken/truncated-pdflatex-4-pages.pdf": (CorruptDocument, "corrupt PDF: "),
     "docx/broken/strict.docx": (CorruptDocument, "'Strict Open XML' documents are not supported"),
     "docx/broken/word-owner-lockfile.docx": (CorruptDocument, "not a readable ZIP archive"),
@@ -323,8 +324,9 @@ def test_detect_type(head: bytes, name: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("head", "name", "what"),
     [
-        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "scan.pdf", "PNG image"),
-        (b"\xff\xd8\xff\xe0\x00\x10JFIF", "photo.txt", "JPEG image"),
+        (b"GIF89a\x01\x00\x01\x00", "scan.pdf", "GIF image"),
+        (b"Plain text under an image's name.\n", "photo.png", "named '.png'"),
+        (b"II+\x00\x08\x00\x00\x00", "scan.tif", "BigTIFF image"),
         (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 40, "old.doc", "legacy Microsoft Office"),
         (b"{\\rtf1\\ansi hello}", "letter.rtf", "RTF document"),
         (b"PK\x03\x04" + b"\x00" * 26 + b"xl/workbook.xml", "sheet.xlsx", "ZIP archive"),
@@ -377,9 +379,10 @@ def test_binary_named_txt_is_unsupported() -> None:
         extract(data, "random.txt")
 
 
-def test_png_named_pdf_is_unsupported() -> None:
+def test_png_named_pdf_is_read_as_a_png() -> None:
+    # Content wins over the name: a PNG signature is a PNG, and this one is broken.
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + b"\x00" * 100
-    with pytest.raises(UnsupportedFormat, match="PNG image") as info:
+    with pytest.raises(CorruptDocument, match="corrupt PNG image") as info:
         extract(png, "scan.pdf")
     assert info.value.stage == "extract"
 
@@ -470,8 +473,12 @@ def test_pdf_blank_pages_are_left_out_of_the_page_map() -> None:
 
 
 def test_pdf_without_text_is_empty() -> None:
-    with pytest.raises(EmptyDocument, match="the PDF has 3 page\\(s\\) of images only") as info:
+    with pytest.raises(EmptyDocument, match=r"no text, even after OCR — the PDF has 3 page\(s\)"):
         extract(_pdf_bytes([None, None, None]), "scan.pdf")
+    with pytest.raises(
+        EmptyDocument, match=r"3 page\(s\) without a text layer; OCR is off"
+    ) as info:
+        extract(_pdf_bytes([None, None, None]), "scan.pdf", ocr=OcrOptions(mode="off"))
     assert info.value.stage == "extract"
 
 

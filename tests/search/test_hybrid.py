@@ -165,7 +165,7 @@ def test_revectorize_and_delete_leave_no_lexical_hits(store_rt: Runtime, corpus:
     # Deleted: no lexical hit of it is left in the store, not merely hidden by SQL.
     with rt.sessions() as s:
         services.delete_document(
-            s, document=services.get_document(s, header), store=store, storage=rt.storage
+            s, document=services.get_document(s, header), stores=[store], storage=rt.storage
         )
     assert store.search_lexical(project_id, word, top_k=50) == []
     fused = store.search_hybrid(project_id, rt.provider.embed_query(word), word, top_k=50)

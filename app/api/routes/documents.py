@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile, status
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app import outbox, services
-from app.api.deps import DispatchDep, RuntimeDep, SessionDep
+from app.api.deps import DispatchDep, Dispatcher, RuntimeDep, SessionDep
 from app.api.schemas import (
     BROKER_DOWN_MESSAGE,
     Accepted,
@@ -23,9 +24,11 @@ from app.api.schemas import (
     accepted,
 )
 from app.api.strict_json import StrictJSONRoute
+from app.config import OcrSettings
 from app.db.models import Document, DocumentChunk, DocumentStatus
 from app.errors import DocumentTooLarge, UnsupportedFormat
-from app.pipeline.extract import SUPPORTED_TYPES, detect_type
+from app.pipeline.extract import IMAGE_TYPES, SUPPORTED_TYPES, check_image_upload, detect_type
+from app.runtime import Runtime
 from app.storage import CHUNK_BYTES
 
 router = APIRouter(tags=["documents"], route_class=StrictJSONRoute)
@@ -51,6 +54,31 @@ def _bad_content_type(value: str | None) -> str | None:
     return None
 
 
+def _supported_types(ocr_mode: str) -> list[str]:
+    """The MIME types an upload may have: images only while OCR is on."""
+    kinds = [k for k in SUPPORTED_TYPES if ocr_mode != "off" or k not in IMAGE_TYPES]
+    return sorted({SUPPORTED_TYPES[k] for k in kinds})
+
+
+def _check_image(upload: UploadFile, kind: str, ocr: OcrSettings) -> None:
+    """An image's guards at upload: OCR on (else 415), pixels of its first page within
+    ``ocr.max_image_pixels`` by its header (else 413). Its pages and its data are checked by the
+    extraction, which fails a bad one with the reason."""
+    if ocr.mode == "off":
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            {
+                "message": f"{upload.filename}: images are read by OCR, which is off here "
+                "(DOCVEC_OCR__MODE=off)",
+                "supported_types": _supported_types(ocr.mode),
+            },
+        )
+    try:
+        check_image_upload(upload.file, kind, max_pixels=ocr.max_image_pixels)
+    except DocumentTooLarge as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: {exc}") from exc
+
+
 def _pieces(upload: UploadFile) -> Iterator[bytes]:
     while piece := upload.file.read(CHUNK_BYTES):
         yield piece
@@ -69,6 +97,32 @@ def upload_documents(
     dispatch: DispatchDep,
 ) -> dict[str, object]:
     """Upload documents; each is stored, recorded and queued. Same bytes return the existing one."""
+    return accept_uploads(
+        session, runtime=runtime, dispatch=dispatch, project_id=project_id, files=files
+    )
+
+
+def accept_uploads(
+    session: Session,
+    *,
+    runtime: Runtime,
+    dispatch: Dispatcher,
+    project_id: uuid.UUID,
+    files: Sequence[UploadFile],
+) -> dict[str, object]:
+    """The upload route's work, shared with the web console (app/api/ui/), which sends each file
+    of a batch on its own so that each gets its own answer.
+
+    Every file is checked before any is recorded, so a bad file in a batch records nothing; a
+    request that fails after storing some files removes them again. Returns the body of
+    :class:`~app.api.schemas.UploadResponse`.
+
+    Raises:
+        HTTPException: 422 for an empty file or an unrecordable part ``Content-Type``; 415 for a
+            type sniffed as unsupported (``detail`` holds ``message`` and ``supported_types``);
+            413 for a file over ``max_upload_bytes``.
+        NotFound: no such project.
+    """
     project = services.get_project(session, project_id)
     # Validate every file before recording any, so a bad file in a batch records nothing.
     for upload in files:
@@ -83,15 +137,17 @@ def upload_documents(
                 status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.filename}: {problem}"
             )
         try:
-            detect_type(head, upload.filename or "")
+            kind = detect_type(head, upload.filename or "")
         except UnsupportedFormat as exc:
             raise HTTPException(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                 {
                     "message": f"{upload.filename}: {exc}",
-                    "supported_types": sorted(set(SUPPORTED_TYPES.values())),
+                    "supported_types": _supported_types(runtime.settings.ocr.mode),
                 },
             ) from exc
+        if kind in IMAGE_TYPES:
+            _check_image(upload, kind, runtime.settings.ocr)
     added: list[services.AddResult] = []
     try:
         for upload in files:
@@ -172,6 +228,15 @@ def list_chunks(
 ) -> dict[str, object]:
     """A document's chunks in order."""
     services.get_document(session, document_id)
+    items, total = chunk_page(session, document_id=document_id, limit=limit, offset=offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+def chunk_page(
+    session: Session, *, document_id: uuid.UUID, limit: int, offset: int
+) -> tuple[list[DocumentChunk], int]:
+    """``limit`` chunks of a document from ``offset``, by chunk index, and how many it has in
+    all; shared with the web console's document page."""
     cond = DocumentChunk.document_id == document_id
     total = session.scalar(select(func.count()).select_from(DocumentChunk).where(cond)) or 0
     items = session.scalars(
@@ -181,7 +246,7 @@ def list_chunks(
         .limit(limit)
         .offset(offset)
     ).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return list(items), total
 
 
 @router.post(
@@ -206,6 +271,9 @@ def delete_document(document_id: uuid.UUID, session: SessionDep, runtime: Runtim
     """Delete a document with its chunks, points and (if unshared) its file."""
     doc = services.get_document(session, document_id)
     services.delete_document(
-        session, document=doc, store=runtime.vector_store, storage=runtime.storage
+        session,
+        document=doc,
+        stores=runtime.project_stores(session, doc.project_id),
+        storage=runtime.storage,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

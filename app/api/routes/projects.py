@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app import services
 from app.api.auth import PrincipalDep, require_all_projects
@@ -24,6 +25,7 @@ from app.api.schemas import (
 )
 from app.api.strict_json import StrictJSONRoute
 from app.db.models import Document, Project
+from app.runtime import Runtime
 
 router = APIRouter(prefix="/projects", tags=["projects"], route_class=StrictJSONRoute)
 
@@ -91,7 +93,10 @@ def delete_project(project_id: uuid.UUID, session: SessionDep, runtime: RuntimeD
     """Delete a project with its documents, chunks, points and files."""
     project = services.get_project(session, project_id)
     services.delete_project(
-        session, project=project, store=runtime.vector_store, storage=runtime.storage
+        session,
+        project=project,
+        stores=runtime.project_stores(session, project.id),
+        storage=runtime.storage,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -126,18 +131,24 @@ def search(
 ) -> dict[str, object]:
     """Search the project's chunks: dense, lexical (BM25) or hybrid (RRF); best first."""
     project = services.get_project(session, project_id)
-    results = services.search(
-        session,
-        project=project,
-        query=body.query,
-        provider=runtime.provider,
-        store=runtime.vector_store,
-        top_k=body.top_k,
-        score_threshold=body.score_threshold,
-        mode=body.mode,
-    )
+    results = run_search(session, runtime=runtime, project=project, body=body)
     return {
         "query": body.query,
         "mode": body.mode,
         "results": [SearchHit.model_validate(r, from_attributes=True) for r in results],
     }
+
+
+def run_search(
+    session: Session, *, runtime: Runtime, project: Project, body: SearchRequest
+) -> list[services.SearchResult]:
+    """The search route's work, shared with the web console's search page: the best chunks of
+    ``project`` for ``body``, best first (see :func:`app.services.search`)."""
+    return runtime.search(
+        session,
+        project=project,
+        query=body.query,
+        top_k=body.top_k,
+        score_threshold=body.score_threshold,
+        mode=body.mode,
+    )

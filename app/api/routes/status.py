@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import RuntimeDep
 from app.api.strict_json import StrictJSONRoute
 from app.embeddings.status import ProbeMode, provider_statuses
+from app.pipeline.extract import OcrOptions, ocr_status
 
 router = APIRouter(tags=["status"], route_class=StrictJSONRoute)
 
@@ -27,7 +28,10 @@ async def status(
     report = await run_in_threadpool(
         provider_statuses, runtime.settings.embedding, probe=probe, timeout_s=timeout_s
     )
+    # OCR of scans and images (Tesseract): found, version, languages; this process's view.
+    ocr = await run_in_threadpool(ocr_status, OcrOptions.from_settings(runtime.settings))
     return {
         "configured_provider": runtime.settings.embedding.provider,
         "providers": [r.as_dict() for r in report],
+        "ocr": ocr.as_dict(),
     }

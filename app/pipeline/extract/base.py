@@ -9,7 +9,7 @@ exceptions cut to one short line before they reach a user-facing message.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.errors import DocumentTooLarge
 from app.pipeline.extract.normalize import CONTROLS
@@ -28,11 +28,19 @@ class ExtractedText:
 
     Attributes:
         text: normalised full text (see :func:`normalize_text`); never empty.
-        page_starts: PDF only: character offset into ``text`` where each contributing page's text
-            begins, ascending; pages without text are absent. ``None`` for other types.
-        page_numbers: PDF only: 1-based page number for each entry of ``page_starts``.
-        page_count: PDF only: total number of pages in the file, including pages without text.
+        page_starts: PDF and images: character offset into ``text`` where each contributing
+            page's text begins, ascending; pages without text are absent. ``None`` for other
+            types.
+        page_numbers: PDF and images: 1-based page number for each entry of ``page_starts``.
+        page_count: PDF and images: total number of pages in the file, including pages without
+            text.
         content_type: a key of :data:`SUPPORTED_TYPES`.
+        ocr_pages: 1-based numbers of the pages whose text came from OCR, ascending (a PDF's
+            scanned pages; every page of an image).
+        ocr_ms: wall-clock milliseconds spent in OCR (rendering, decoding and Tesseract), part
+            of the extraction's time; None when no page needed OCR.
+
+    Images (PNG, JPEG, TIFF, WebP) have pages too: one per TIFF page, one for the others.
     """
 
     text: str
@@ -40,6 +48,9 @@ class ExtractedText:
     page_numbers: list[int] | None
     page_count: int | None
     content_type: str
+    ocr_pages: tuple[int, ...] = ()
+    # A timing, not content: two extractions of one file are equal whatever it took.
+    ocr_ms: float | None = field(default=None, compare=False)
 
     def page_at(self, char_offset: int) -> int | None:
         """Return the 1-based page that holds ``char_offset`` (an index into ``text``).
@@ -54,6 +65,16 @@ class ExtractedText:
             return None
         index = bisect.bisect_right(self.page_starts, char_offset) - 1
         return self.page_numbers[max(index, 0)]
+
+    def from_ocr(self, start_char: int, end_char: int) -> bool:
+        """Whether any of ``text[start_char:end_char]`` came from OCR (a chunk that spans a page
+        with a text layer and a scanned one counts as OCR'd: some of its text may be misread)."""
+        if not self.ocr_pages or not self.page_starts or not self.page_numbers:
+            return False
+        first = max(bisect.bisect_right(self.page_starts, start_char) - 1, 0)
+        last = max(bisect.bisect_right(self.page_starts, max(end_char - 1, start_char)) - 1, 0)
+        scanned = set(self.ocr_pages)
+        return any(number in scanned for number in self.page_numbers[first : last + 1])
 
 
 def check_length(text: str, max_chars: int) -> None:

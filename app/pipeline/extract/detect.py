@@ -1,10 +1,10 @@
 """Type detection: which reader gets a file, decided from its content first and its name second.
 
-Magic numbers (PDF, ZIP, OLE2 and the formats people upload by mistake), byte-order marks and the
-"does this look like text" test live here, so that the upload route (which sees only a file's
-head) and :func:`~app.pipeline.extract.extract` (which sees all of it) decide alike. The text
-reader reuses the BOM table and the UTF-16 guess, so that a file detected as text is decoded by
-the same rules that detected it.
+Magic numbers (PDF, ZIP, OLE2, the images OCR reads and the formats people upload by mistake),
+byte-order marks and the "does this look like text" test live here, so that the upload route
+(which sees only a file's head) and :func:`~app.pipeline.extract.extract` (which sees all of it)
+decide alike. The text reader reuses the BOM table and the UTF-16 guess, so that a file detected
+as text is decoded by the same rules that detected it.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from app.pipeline.extract.base import STAGE
 
 __all__ = [
     "BOMS",
+    "IMAGE_TYPES",
     "MAX_BINARY_SHARE",
     "SUPPORTED_TYPES",
     "bomless_utf16",
     "detect_type",
     "refuse_encrypted_office",
+    "sniff_image",
     "unsupported_message",
 ]
 
@@ -28,7 +30,15 @@ SUPPORTED_TYPES: dict[str, str] = {
     "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
     "markdown": "text/markdown",
     "text": "text/plain",
+    # Read by OCR (images.py, ocr.py).
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "tiff": "image/tiff",
+    "webp": "image/webp",
 }
+
+#: The keys of :data:`SUPPORTED_TYPES` that are images: their text is read by OCR only.
+IMAGE_TYPES = frozenset({"png", "jpeg", "tiff", "webp"})
 
 _EXTENSIONS: dict[str, str] = {
     ".pdf": "pdf",
@@ -40,6 +50,19 @@ _EXTENSIONS: dict[str, str] = {
 }
 _TEXT_EXTENSIONS = frozenset(
     ext for ext, kind in _EXTENSIONS.items() if kind in ("markdown", "text")
+)
+# A file with one of these names must hold an image of a type OCR reads: text named "x.png" is
+# refused, not read as text.
+_IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".webp", ".gif", ".bmp"}
+)
+# Signatures: PNG (ISO/IEC 15948 §5.2), JPEG's SOI plus the first marker's 0xFF, TIFF's byte
+# order and 42 (TIFF 6.0 §2); WebP is a RIFF container whose form type is "WEBP".
+_IMAGE_MAGICS: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
 )
 
 _PDF_MAGIC = b"%PDF-"
@@ -53,12 +76,10 @@ _OLE2_ENCRYPTION_INFO = "EncryptionInfo".encode("utf-16-le")
 
 # Formats people upload by mistake; naming them makes the refusal message useful.
 _KNOWN_BINARY: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF87a", "a GIF image"),
     (b"GIF89a", "a GIF image"),
-    (b"II*\x00", "a TIFF image"),
-    (b"MM\x00*", "a TIFF image"),
+    (b"II+\x00", "a BigTIFF image"),
+    (b"MM\x00+", "a BigTIFF image"),
     (b"{\\rtf", "an RTF document"),
     # A password-protected DOCX is an OLE2 file too; at upload only its head is seen, so the
     # message names both (extract() itself tells them apart).
@@ -95,6 +116,16 @@ def unsupported_message(what: str) -> str:
     """The refusal message for ``what``, listing the types docvec reads."""
     kinds = ", ".join(f"{key} ({mime})" for key, mime in SUPPORTED_TYPES.items())
     return f"unsupported file type: {what}; docvec reads {kinds}"
+
+
+def sniff_image(data_head: bytes) -> str | None:
+    """The image type (a key of :data:`IMAGE_TYPES`) that ``data_head`` starts with, or None."""
+    for magic, kind in _IMAGE_MAGICS:
+        if data_head.startswith(magic):
+            return kind
+    if data_head[:4] == b"RIFF" and data_head[8:12] == b"WEBP":
+        return "webp"
+    return None
 
 
 def _extension(file_name: str) -> str:
@@ -135,12 +166,14 @@ def detect_type(data_head: bytes, file_name: str) -> str:
 
     Content wins over the name: a PDF header within the first 1024 bytes means PDF (unless the
     name says Markdown/text and the header is not at offset 0 — a Markdown file may quote one); a
-    ZIP whose name ends in ``.docx`` or whose first entries live under ``word/`` means DOCX;
-    recognised non-document formats (images, RTF, legacy Office, archives) are refused whatever
-    their name. Then the extension decides (``.pdf``, ``.docx``, ``.md``/``.markdown``,
-    ``.txt``/``.text``; case-insensitive); a file that claims PDF or DOCX but is not one is left
-    to the parser, which reports it corrupt. With no known extension, content that looks like text
-    (a BOM, or no NUL bytes and few control bytes) is plain text.
+    ZIP whose name ends in ``.docx`` or whose first entries live under ``word/`` means DOCX; a
+    PNG, JPEG, TIFF or WebP signature means that image; recognised formats docvec does not read
+    (GIF, BigTIFF, RTF, legacy Office, archives) are refused whatever their name, and so is a
+    file named like an image (``.png``, ``.jpg``, ...) that holds none of the four. Then the
+    extension decides (``.pdf``, ``.docx``, ``.md``/``.markdown``, ``.txt``/``.text``;
+    case-insensitive); a file that claims PDF or DOCX but is not one is left to the parser, which
+    reports it corrupt. With no known extension, content that looks like text (a BOM, or no NUL
+    bytes and few control bytes) is plain text.
 
     Args:
         data_head: the file's first bytes (at least 1024 recommended; the whole file is fine).
@@ -162,9 +195,19 @@ def detect_type(data_head: bytes, file_name: str) -> str:
         raise UnsupportedFormat(
             unsupported_message("a ZIP archive that is not a Word document (.docx)"), stage=STAGE
         )
+    image = sniff_image(data_head)
+    if image is not None:
+        return image
     for magic, what in _KNOWN_BINARY:
         if data_head.startswith(magic):
             raise UnsupportedFormat(unsupported_message(what), stage=STAGE)
+    if ext in _IMAGE_EXTENSIONS:
+        raise UnsupportedFormat(
+            unsupported_message(
+                f"a file named '{ext}' whose content is not a PNG, JPEG, TIFF or WebP image"
+            ),
+            stage=STAGE,
+        )
     if ext in _EXTENSIONS:
         return _EXTENSIONS[ext]
     if _looks_like_text(data_head):

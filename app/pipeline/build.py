@@ -1,0 +1,492 @@
+"""Building an index version in the background: re-embed what SQL holds into a new collection.
+
+A build step (:func:`build_step`) takes the version's lease, then, document by document, embeds
+the chunk text already in ``document_chunks`` with the version's provider and writes the points
+to the version's collection — or, when the version's chunking differs from the active one's,
+reads the stored file, extracts it (in the budgeted child) and chunks it with the version's
+chunker. Each document is recorded in the version (``index_version_documents``) in the
+transaction that checks, under the document's row lock, that its generation is still the one
+embedded; a document re-vectorized or uploaded meanwhile is found missing by the next pass, and a
+deleted one is gone from every version's collection (:func:`app.services.delete_document`). So
+the build catches up with whatever happens during it, and when no document is missing, a gate
+compares the collection with SQL (:func:`verify`) before the version becomes ``ready`` or, with
+``activate=auto``, active (:func:`app.indexes.activate`: one SQL transaction; then, on Qdrant,
+one alias operation).
+
+Faults: a worker killed mid-step loses nothing — its lease runs out and the next step (the
+sweep's) resumes with the documents still missing; a document that cannot be built (its file is
+gone, the provider refuses it) is recorded as a failure, which blocks activation and is shown in
+the progress; a transient error ends the step for a later one to retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import indexes
+from app.db.models import (
+    Document,
+    DocumentChunk,
+    DocumentStatus,
+    IndexState,
+    IndexVersion,
+    IndexVersionDocument,
+    utcnow,
+)
+from app.db.session import session_scope
+from app.errors import DocvecError, PermanentError, TransientError
+from app.pipeline.budget import extract_within_budget
+from app.pipeline.parts import IndexParts, PipelineParts
+from app.vectorstore import Point, point_id
+
+log = logging.getLogger(__name__)
+
+#: Documents fetched per query of the missing ones; each is embedded and written on its own.
+PAGE = 64
+
+
+@dataclass
+class StepResult:
+    """What one build step did: documents built and failed, whether documents remain, and the
+    version's state at the end (``building``, ``ready``, ``active``, or ``busy``: another step
+    holds the lease; ``gone``: cancelled, failed or dropped)."""
+
+    built: int = 0
+    failed: int = 0
+    remaining: bool = False
+    state: str = IndexState.building
+    activated: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+def take_lease(sessions: sessionmaker[Session], version_id: uuid.UUID, lease_s: float) -> bool:
+    """Hold the build of ``version_id`` for ``lease_s`` seconds unless another step holds it.
+
+    One conditional UPDATE, so two workers never both believe they hold it.
+    """
+    now = utcnow()
+    with session_scope(sessions) as session:
+        result = session.execute(
+            update(IndexVersion)
+            .where(
+                IndexVersion.id == version_id,
+                IndexVersion.state == IndexState.building,
+                (IndexVersion.lease_until.is_(None)) | (IndexVersion.lease_until < now),
+            )
+            .values(lease_until=now + timedelta(seconds=lease_s))
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _renew(sessions: sessionmaker[Session], version_id: uuid.UUID, lease_s: float) -> bool:
+    with session_scope(sessions) as session:
+        result = session.execute(
+            update(IndexVersion)
+            .where(IndexVersion.id == version_id, IndexVersion.state == IndexState.building)
+            .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _release(sessions: sessionmaker[Session], version_id: uuid.UUID) -> None:
+    with session_scope(sessions) as session:
+        session.execute(
+            update(IndexVersion).where(IndexVersion.id == version_id).values(lease_until=None)
+        )
+
+
+def build_step(
+    parts: PipelineParts,
+    version_id: uuid.UUID,
+    *,
+    budget_s: float,
+    lease_s: float = 120.0,
+    on_document: Callable[[int, int], None] | None = None,
+    keep_versions: int = 1,
+) -> StepResult:
+    """Build documents of the version until none is missing or ``budget_s`` seconds passed.
+
+    Args:
+        parts: the process's parts (:meth:`PipelineParts.index_parts` gives the version's).
+        version_id: the version to build (state ``building``).
+        budget_s: seconds of work in this step (a Celery task sizes it under its time limit and
+            sends another step when documents remain).
+        lease_s: seconds the step holds the build per document (renewed after each).
+        on_document: progress callback ``(built, failed)`` after each document.
+        keep_versions: retired versions kept after an activation here (older ones dropped).
+
+    Returns:
+        A :class:`StepResult`.
+
+    Raises:
+        TransientError: the provider, the store or the database is unavailable (the lease is
+            released: a later step retries).
+    """
+    result = StepResult()
+    if not take_lease(parts.sessions, version_id, lease_s):
+        with session_scope(parts.sessions) as session:
+            row = session.get(IndexVersion, version_id)
+            result.state = (
+                "busy"
+                if row is not None and row.state == IndexState.building
+                else (row.state if row is not None else "gone")
+            )
+        return result
+    try:
+        with session_scope(parts.sessions) as session:
+            row = session.get(IndexVersion, version_id)
+            assert row is not None
+            index = parts.index_parts(indexes.VersionRef.of(row))
+        index.ensure()
+        deadline = time.monotonic() + budget_s
+        while True:
+            with session_scope(parts.sessions) as session:
+                row = session.get(IndexVersion, version_id)
+                if row is None or row.state != IndexState.building:
+                    result.state = row.state if row is not None else "gone"
+                    return result
+                active = indexes.active_version_or_none(session, row.project_id)
+                active_set = active.chunk_set if active is not None else ""
+                todo = indexes.missing_documents(session, row, limit=PAGE)
+            if not todo:
+                break
+            for document_id, generation in todo:
+                if time.monotonic() > deadline:
+                    result.remaining = True
+                    return result
+                ok = build_document(parts, index, document_id, generation, active_set=active_set)
+                if ok is True:
+                    result.built += 1
+                elif ok is False:
+                    result.failed += 1
+                if on_document is not None:
+                    on_document(result.built, result.failed)
+                if not _renew(parts.sessions, version_id, lease_s):
+                    result.state = "gone"  # cancelled meanwhile
+                    return result
+        result.problems = verify(parts, index)
+        if result.problems:
+            # Documents whose points are not all there are built again by the next pass.
+            result.remaining = True
+            return result
+        result.state, result.activated = _finish(parts, version_id, keep_versions)
+        result.remaining = result.state == IndexState.building
+        return result
+    finally:
+        _release(parts.sessions, version_id)
+
+
+def build_document(
+    parts: PipelineParts,
+    index: IndexParts,
+    document_id: uuid.UUID,
+    generation: int,
+    *,
+    active_set: str,
+) -> bool | None:
+    """Put one document, at ``generation``, into the version ``index``.
+
+    Returns True when built, False when it failed for good (recorded with its reason), None when
+    it changed meanwhile (a newer generation or deleted: the next pass sees it again, or not).
+
+    Raises:
+        TransientError: retry later (the caller's step ends).
+    """
+    version = index.version
+    chunk_set = version.chunk_set
+    with session_scope(parts.sessions) as session:
+        doc = session.get(Document, document_id)
+        if doc is None or doc.generation != generation or doc.status != DocumentStatus.vectorized:
+            return None
+        file_name, project_id, uri = doc.file_name, doc.project_id, doc.storage_uri
+        rows: list[dict[str, object]] = []
+        if chunk_set == active_set:
+            rows = [
+                {
+                    "index": c.chunk_index,
+                    "text": c.content,
+                }
+                for c in session.scalars(
+                    select(DocumentChunk)
+                    .where(
+                        DocumentChunk.document_id == document_id,
+                        DocumentChunk.chunk_set == chunk_set,
+                    )
+                    .order_by(DocumentChunk.chunk_index)
+                )
+            ]
+    new_rows: list[dict[str, object]] | None = None
+    try:
+        if chunk_set != active_set:
+            # Another chunking: the stored file is read, extracted and chunked again.
+            data = parts.storage.read(uri)
+            extracted = extract_within_budget(data, file_name, parts.settings)
+            del data
+            chunks = index.chunker.split(extracted.text)
+            new_rows = [
+                {
+                    "id": point_id(document_id, c.index, chunk_set),
+                    "document_id": document_id,
+                    "chunk_set": chunk_set,
+                    "chunk_index": c.index,
+                    "content": c.text,
+                    "start_char": c.start_char,
+                    "end_char": c.end_char,
+                    "token_count": c.token_count,
+                    "page": extracted.page_at(c.start_char),
+                    "ocr": extracted.from_ocr(c.start_char, c.end_char),
+                }
+                for c in chunks
+            ]
+            rows = [{"index": r["chunk_index"], "text": r["content"]} for r in new_rows]
+        texts = [str(r["text"]) for r in rows]
+        vectors = index.provider.embed_documents(texts) if texts else []
+    except TransientError:
+        raise
+    except DocvecError as exc:
+        _record_failure(parts, version.id, document_id, generation, exc)
+        return False
+    except Exception as exc:  # a bug or an unexpected library error fails this document only
+        log.error("building document %s into %s", document_id, version.label(), exc_info=exc)
+        _record_failure(parts, version.id, document_id, generation, PermanentError(str(exc)))
+        return False
+    points = [
+        Point(
+            id=point_id(document_id, int(str(r["index"])), chunk_set),
+            vector=v,
+            project_id=project_id,
+            document_id=document_id,
+            chunk_index=int(str(r["index"])),
+            file_name=file_name,
+            text=str(r["text"]),
+        )
+        for r, v in zip(rows, vectors, strict=True)
+    ]
+    with session_scope(parts.sessions) as session:
+        doc = session.get(Document, document_id, with_for_update=True, populate_existing=True)
+        if doc is None or doc.generation != generation or doc.status != DocumentStatus.vectorized:
+            return None
+        live = session.get(IndexVersion, version.id)
+        if live is None or live.state not in (IndexState.building, IndexState.ready):
+            return None
+        index.store.upsert(points)
+        index.store.delete_document(document_id, from_chunk_index=len(points))
+        if new_rows is not None:
+            session.execute(
+                delete(DocumentChunk).where(
+                    DocumentChunk.document_id == document_id, DocumentChunk.chunk_set == chunk_set
+                )
+            )
+            if new_rows:
+                session.execute(insert(DocumentChunk), new_rows)
+        indexes.record_document(
+            session,
+            version_id=version.id,
+            document_id=document_id,
+            generation=generation,
+            chunks=len(points),
+        )
+    return True
+
+
+def _record_failure(
+    parts: PipelineParts,
+    version_id: uuid.UUID,
+    document_id: uuid.UUID,
+    generation: int,
+    exc: DocvecError,
+) -> None:
+    with session_scope(parts.sessions) as session:
+        if session.get(Document, document_id) is None:
+            return
+        indexes.record_document(
+            session,
+            version_id=version_id,
+            document_id=document_id,
+            generation=generation,
+            chunks=0,
+            error=f"{type(exc).__name__}: {exc}"[:2000],
+        )
+
+
+def verify(parts: PipelineParts, index: IndexParts) -> list[str]:
+    """The gate before activation: every document the version holds has exactly its points in
+    the version's collection. A document found short (or with extra points) loses its record, so
+    the next pass builds it again; extra points are deleted. Returns what was wrong (empty:
+    clean)."""
+    version = index.version
+    with session_scope(parts.sessions) as session:
+        held = dict(
+            session.execute(
+                select(IndexVersionDocument.document_id, IndexVersionDocument.chunks).where(
+                    IndexVersionDocument.version_id == version.id,
+                    IndexVersionDocument.error.is_(None),
+                )
+            ).all()
+        )
+    if not held:
+        return []
+    expected = {
+        point_id(doc, i, version.chunk_set) for doc, n in held.items() for i in range(int(n))
+    }
+    actual = index.store.point_ids(document_ids=held)
+    missing = expected - actual
+    extra = actual - expected
+    problems: list[str] = []
+    if extra:
+        index.store.delete_points(extra)
+        problems.append(f"{len(extra)} extra points deleted")
+    if missing:
+        short = {
+            doc
+            for doc, n in held.items()
+            for i in range(int(n))
+            if point_id(doc, i, version.chunk_set) in missing
+        }
+        with session_scope(parts.sessions) as session:
+            session.execute(
+                delete(IndexVersionDocument).where(
+                    IndexVersionDocument.version_id == version.id,
+                    IndexVersionDocument.document_id.in_(short),
+                )
+            )
+        problems.append(f"{len(missing)} points missing in {len(short)} documents: rebuilding")
+    return problems
+
+
+def _finish(parts: PipelineParts, version_id: uuid.UUID, keep_versions: int) -> tuple[str, bool]:
+    """The build is complete and verified: ``ready``, or active when ``activate=auto``."""
+    with session_scope(parts.sessions) as session:
+        row = session.get(IndexVersion, version_id)
+        if row is None or row.state != IndexState.building:
+            return (row.state if row is not None else "gone"), False
+        state = indexes.progress(session, row)
+        if state.failures:
+            first = session.scalar(
+                select(IndexVersionDocument.error).where(
+                    IndexVersionDocument.version_id == version_id,
+                    IndexVersionDocument.error.is_not(None),
+                )
+            )
+            row.state = IndexState.failed
+            row.error = f"{state.failures} document(s) could not be built; first: {first}"
+            row.lease_until = None
+            return IndexState.failed, False
+        if not state.complete:
+            return IndexState.building, False
+        row.built_at = utcnow()
+        if row.activate != "auto":
+            row.state = IndexState.ready
+            return IndexState.ready, False
+    activate_version(parts, version_id, keep_versions=keep_versions)
+    return IndexState.active, True
+
+
+def activate_version(parts: PipelineParts, version_id: uuid.UUID, *, keep_versions: int) -> None:
+    """Activate a complete version: one SQL transaction, then the Qdrant alias, then the
+    versions beyond ``keep_versions`` retired ones dropped.
+
+    Raises:
+        indexes.VersionConflict: the version is not complete.
+    """
+    with session_scope(parts.sessions) as session:
+        row = session.get(IndexVersion, version_id)
+        if row is None:
+            raise LookupError(f"index version {version_id} not found")
+        indexes.activate(session, row)
+        ref = indexes.VersionRef.of(row)
+        project_id = row.project_id
+    store = parts.store_for(ref.collection)
+    try:
+        store.point_alias(f"{parts.settings.collection}_{project_id.hex[:12]}")
+    except DocvecError as exc:  # SQL decided; the alias is for other readers of the store
+        log.warning("index %s active, but its alias was not switched: %s", ref.label(), exc)
+    with session_scope(parts.sessions) as session:
+        old = indexes.versions_to_drop(session, project_id, keep=keep_versions)
+        refs = [indexes.VersionRef.of(v) for v in old]
+    for r in refs:
+        drop_version(parts, r)
+
+
+def drop_version(parts: PipelineParts, ref: indexes.VersionRef) -> None:
+    """Remove a version that is not active: its points (its collection, or its project's points
+    when the collection is shared), its chunk rows if no other version reads them, its row.
+
+    Raises:
+        indexes.VersionConflict: the version is active.
+    """
+    with session_scope(parts.sessions) as session:
+        row = session.get(IndexVersion, ref.id)
+        if row is None:
+            return
+        if row.state == IndexState.active:
+            raise indexes.VersionConflict(
+                f"index version {row.version} is active: activate another one first"
+            )
+        # Out of reach first (SQL), then the points: a crash in between leaves only points
+        # that no version names, which nothing searches.
+        shared = indexes.shares_collection(session, row)
+        drop_rows = ref.chunk_set != "" and not indexes.chunk_set_in_use(
+            session, ref.project_id, ref.chunk_set, ref.id
+        )
+        if drop_rows:
+            session.execute(
+                delete(DocumentChunk).where(
+                    DocumentChunk.chunk_set == ref.chunk_set,
+                    DocumentChunk.document_id.in_(
+                        select(Document.id).where(Document.project_id == ref.project_id)
+                    ),
+                )
+            )
+        session.delete(row)
+    store = parts.store_for(ref.collection)
+    if shared:
+        store.delete_project(ref.project_id)
+    else:
+        store.drop_collection()
+
+
+def run_build(
+    parts: PipelineParts,
+    version_id: uuid.UUID,
+    *,
+    keep_versions: int,
+    lease_s: float = 120.0,
+    on_document: Callable[[int, int], None] | None = None,
+    max_passes: int = 20,
+) -> StepResult:
+    """Build the version here until it is ``ready``/``active`` or stopped (``docvec index
+    create`` without workers, and in tests): build steps one after the other.
+
+    ``max_passes`` bounds the passes that find documents changed under them (a project under a
+    constant stream of uploads), so the command ends; the version then stays ``building`` and a
+    later step (another run, or a worker's) goes on.
+
+    Raises:
+        TransientError: the provider, store or database is unavailable.
+    """
+    total = StepResult()
+    for _ in range(max_passes):
+        step = build_step(
+            parts,
+            version_id,
+            budget_s=float("inf"),
+            lease_s=lease_s,
+            on_document=on_document,
+            keep_versions=keep_versions,
+        )
+        total.built += step.built
+        total.failed += step.failed
+        total.problems += step.problems
+        total.state, total.activated, total.remaining = step.state, step.activated, step.remaining
+        if not step.remaining:
+            break
+    return total
