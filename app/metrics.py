@@ -49,7 +49,7 @@ EMBED_PROVIDER_RETRIES = Counter(
 
 
 class LiveGauges(Collector):
-    """Gauges computed at scrape time: documents by status and queue depth.
+    """Gauges computed at scrape time: documents by status, queue depth, index builds.
 
     Args:
         documents_by_status: returns ``{status: count}`` (a SQL ``GROUP BY``).
@@ -60,9 +60,13 @@ class LiveGauges(Collector):
         self,
         documents_by_status: Callable[[], dict[str, int]],
         queue_depth: Callable[[], int | None],
+        index_builds: Callable[[], list[tuple[str, int, str, dict[str, float]]]] | None = None,
     ) -> None:
         self._docs = documents_by_status
         self._queue = queue_depth
+        #: ``[(project, version, state, {"documents_done": .., "documents_total": .., ...})]``
+        #: of the index versions being built or waiting for activation.
+        self._builds = index_builds
 
     @override
     def collect(self) -> Iterable[GaugeMetricFamily]:
@@ -73,6 +77,19 @@ class LiveGauges(Collector):
         except Exception:  # a scrape must not fail because the database blinked
             pass
         yield docs
+        if self._builds is not None:
+            builds = GaugeMetricFamily(
+                "docvec_index_build",
+                "Index versions being built: documents done and total, failures, chunks, ETA s",
+                labels=["project", "version", "state", "measure"],
+            )
+            try:
+                for project, version, state, figures in self._builds():
+                    for measure, value in sorted(figures.items()):
+                        builds.add_metric([project, str(version), state, measure], value)
+            except Exception:  # as above
+                pass
+            yield builds
         depth = self._safe_depth()
         if depth is not None:
             q = GaugeMetricFamily("docvec_queue_depth", "Messages waiting in the docvec queue")

@@ -17,11 +17,20 @@ from datetime import UTC, datetime
 from itertools import groupby
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.db.models import Document, DocumentChunk, DocumentStatus, Project
+from app import indexes
+from app.db.models import (
+    Document,
+    DocumentChunk,
+    DocumentStatus,
+    IndexState,
+    IndexVersion,
+    IndexVersionDocument,
+    Project,
+)
 from app.embeddings import EmbeddingProvider
 from app.storage import FileStorage, StoredFile
 from app.vectorstore import DEFAULT_SEARCH_MODE, SEARCH_MODES, SearchMode, VectorStore
@@ -602,6 +611,8 @@ class ReconcileReport:
     fixed: bool = False
     #: Points without their lexical side (written before the lexical index), by document.
     missing_lexical: dict[uuid.UUID, int] = field(default_factory=dict)
+    #: Documents a non-active index version records but lacks points of, by version.
+    version_gaps: dict[uuid.UUID, set[uuid.UUID]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -610,7 +621,21 @@ class ReconcileReport:
             or self.missing_points
             or self.count_mismatches
             or self.missing_lexical
+            or self.version_gaps
         )
+
+    @classmethod
+    def merged(cls, reports: Sequence[ReconcileReport]) -> ReconcileReport:
+        """One report of several collections' (``docvec reconcile`` over index versions)."""
+        out = cls(set(), {}, {})
+        for r in reports:
+            out.orphan_points |= r.orphan_points
+            out.missing_points.update(r.missing_points)
+            out.count_mismatches.update(r.count_mismatches)
+            out.missing_lexical.update(r.missing_lexical)
+            out.version_gaps.update(r.version_gaps)
+            out.fixed = out.fixed or r.fixed
+        return out
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -622,12 +647,25 @@ class ReconcileReport:
                 for k, (a, b) in self.count_mismatches.items()
             },
             "documents_missing_lexical": {str(k): v for k, v in self.missing_lexical.items()},
+            "index_version_gaps": {str(k): len(v) for k, v in self.version_gaps.items()},
             "fixed": self.fixed,
         }
 
 
-def reconcile(session: Session, *, store: VectorStore) -> ReconcileReport:
-    """Compare every chunk row with every point.
+def reconcile(
+    session: Session,
+    *,
+    store: VectorStore,
+    versions: Sequence[indexes.VersionRef] | None = None,
+) -> ReconcileReport:
+    """Compare the chunk rows that belong in ``store``'s collection with its points.
+
+    ``versions``: the index versions whose collection ``store`` is (:func:`reconcile_all`
+    passes them); their rows are those of the version's project and chunk set. An active
+    version must hold every vectorized document; another (building, ready, retired) only the
+    documents it records at their current generation, and a gap there is reported in
+    ``version_gaps``. None: every project's first chunk set (``""``) against ``store``, as
+    before index versions.
 
     Only settled documents are compared: a document being processed may legitimately have its new
     points written before its rows (vector store first), so documents in ``processing`` are skipped.
@@ -637,29 +675,83 @@ def reconcile(session: Session, *, store: VectorStore) -> ReconcileReport:
     busy = set(
         session.scalars(select(Document.id).where(Document.status == DocumentStatus.processing))
     )
-    rows: dict[uuid.UUID, uuid.UUID] = {
-        cid: did
-        for cid, did in session.execute(select(DocumentChunk.id, DocumentChunk.document_id)).all()
-    }
+    scopes = (
+        [(v.project_id, v.chunk_set, v.id, v.state == IndexState.active) for v in versions]
+        if versions is not None
+        else None
+    )
+    rows: dict[uuid.UUID, uuid.UUID] = {}
+    #: For each row, the version whose documents must have it (None: an active version's).
+    owner_version: dict[uuid.UUID, uuid.UUID | None] = {}
+    held: dict[uuid.UUID, set[uuid.UUID]] = {}
+    query = select(
+        DocumentChunk.id, DocumentChunk.document_id, Document.project_id, DocumentChunk.chunk_set
+    ).join(Document, Document.id == DocumentChunk.document_id)
+    by_scope: dict[tuple[uuid.UUID, str], tuple[uuid.UUID, bool]] = {}
+    if scopes is None:
+        query = query.where(DocumentChunk.chunk_set == "")
+    else:
+        for project_id, chunk_set, version_id, active in scopes:
+            by_scope[(project_id, chunk_set)] = (version_id, active)
+            if not active:
+                held[version_id] = set(
+                    session.scalars(
+                        select(IndexVersionDocument.document_id)
+                        .join(Document, Document.id == IndexVersionDocument.document_id)
+                        .where(
+                            IndexVersionDocument.version_id == version_id,
+                            IndexVersionDocument.generation == Document.generation,
+                            IndexVersionDocument.error.is_(None),
+                        )
+                    )
+                )
+    for cid, did, project_id, chunk_set in session.execute(query).all():
+        if scopes is None:
+            rows[cid] = did
+            owner_version[cid] = None
+            continue
+        scope = by_scope.get((project_id, chunk_set))
+        if scope is None:
+            continue
+        rows[cid] = did
+        owner_version[cid] = None if scope[1] else scope[0]
     points = store.point_ids()
     if busy:
         points -= store.point_ids(document_ids=busy)
     orphans = points - set(rows)
     missing: dict[uuid.UUID, int] = {}
+    gaps: dict[uuid.UUID, set[uuid.UUID]] = {}
     for cid, did in rows.items():
-        if did not in busy and cid not in points:
+        if did in busy or cid in points:
+            continue
+        needed_by = owner_version[cid]
+        if needed_by is None:
             missing[did] = missing.get(did, 0) + 1
-    counts = {
-        did: n
-        for did, n in session.execute(
-            select(DocumentChunk.document_id, func.count()).group_by(DocumentChunk.document_id)
-        ).all()
-    }
+        elif did in held.get(needed_by, set()):
+            gaps.setdefault(needed_by, set()).add(did)
+    active_sets: set[tuple[str, uuid.UUID | None]] = (
+        {("", None)} if scopes is None else {(cs, pid) for pid, cs, _, a in scopes if a}
+    )
+    counts: dict[uuid.UUID, int] = {}
+    for active_set, in_project in active_sets:
+        q = (
+            select(DocumentChunk.document_id, func.count())
+            .where(DocumentChunk.chunk_set == active_set)
+            .group_by(DocumentChunk.document_id)
+        )
+        if in_project is not None:
+            q = q.join(Document, Document.id == DocumentChunk.document_id).where(
+                Document.project_id == in_project
+            )
+        counts.update(dict(session.execute(q).all()))
+    vectorized = select(Document).where(Document.status == DocumentStatus.vectorized)
+    if scopes is not None:
+        vectorized = vectorized.where(
+            Document.project_id.in_({pid for pid, _, _, a in scopes if a})
+        )
     mismatches = {
         d.id: (d.chunk_count, counts.get(d.id, 0))
-        for d in session.scalars(
-            select(Document).where(Document.status == DocumentStatus.vectorized)
-        )
+        for d in session.scalars(vectorized)
         if d.chunk_count != counts.get(d.id, 0)
     }
     no_lexical: dict[uuid.UUID, int] = {}
@@ -667,11 +759,31 @@ def reconcile(session: Session, *, store: VectorStore) -> ReconcileReport:
         owner = rows.get(cid)
         if owner is not None and owner not in busy:
             no_lexical[owner] = no_lexical.get(owner, 0) + 1
-    return ReconcileReport(orphans, missing, mismatches, missing_lexical=no_lexical)
+    return ReconcileReport(
+        orphans, missing, mismatches, missing_lexical=no_lexical, version_gaps=gaps
+    )
+
+
+def reconcile_all(
+    session: Session, *, store_for: Callable[[str], VectorStore]
+) -> list[tuple[VectorStore, ReconcileReport]]:
+    """:func:`reconcile` for every collection that an index version (active, building, ready or
+    retired) lives in, each with its versions (``docvec reconcile``)."""
+    by_collection: dict[str, list[indexes.VersionRef]] = {}
+    for row in session.scalars(select(IndexVersion)):
+        if row.state in (IndexState.failed, IndexState.cancelled):
+            continue
+        by_collection.setdefault(row.collection, []).append(indexes.VersionRef.of(row))
+    return [
+        (store_for(c), reconcile(session, store=store_for(c), versions=versions))
+        for c, versions in sorted(by_collection.items())
+    ]
 
 
 def repair(session: Session, *, store: VectorStore, report: ReconcileReport) -> list[Job]:
-    """Delete orphan points; mark documents with missing points or lexical sides for re-vectorizing.
+    """Delete orphan points; mark documents with missing points or lexical sides for
+    re-vectorizing; forget a non-active version's record of a document it lacks points of (its
+    build — or, for a retired one, the catch-up of a rollback — embeds it again).
 
     Returns the jobs for the caller to enqueue after committing.
     """
@@ -682,5 +794,12 @@ def repair(session: Session, *, store: VectorStore, report: ReconcileReport) -> 
         doc = session.get(Document, doc_id)
         if doc is not None:
             todo.append((doc.id, request_revectorize(session, document=doc)))
+    for version_id, docs in report.version_gaps.items():
+        session.execute(
+            delete(IndexVersionDocument).where(
+                IndexVersionDocument.version_id == version_id,
+                IndexVersionDocument.document_id.in_(docs),
+            )
+        )
     report.fixed = True
     return todo

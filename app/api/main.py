@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,13 +42,15 @@ def create_app(
     runtime: Runtime | None = None,
     enqueue: Enqueue | None = None,
     broker_ping: Callable[[], dict[str, Any]] | None = None,
+    enqueue_build: Callable[[uuid.UUID], None] | None = None,
 ) -> FastAPI:
     """Build the API. By default it publishes jobs to Celery on ``settings.broker_url``.
 
     Jobs go through the outbox (app/outbox.py): recorded in the request's transaction, published
     right after it commits and, if the broker was down, by a relay thread every
     ``outbox_relay_interval_s``. Tests may inject a runtime and an enqueuer (e.g. an in-process
-    runner) as the publisher; then there is no broker and no queue depth.
+    runner) as the publisher; then there is no broker and no queue depth. ``enqueue_build``
+    publishes one step of an index version's build (default: to the workers; tests run it here).
     """
     settings = settings or get_settings()
     # Credentials sent in a URL by mistake never reach the access log, whatever server runs us.
@@ -56,6 +59,8 @@ def create_app(
     if enqueue is None:
         queue = JobQueue(settings)
         enqueue, broker_ping = queue.enqueue, queue.ping
+        if enqueue_build is None:
+            enqueue_build = queue.enqueue_build
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,6 +73,7 @@ def create_app(
         )
         app.state.dispatcher = Dispatcher(app.state.runtime, enqueue, relay_thread)
         app.state.broker_ping = broker_ping
+        app.state.enqueue_build = enqueue_build
         app.state.queue = queue
         relay_thread.start()
         try:

@@ -211,14 +211,21 @@ def reconcile(
 ) -> None:
     """Compare SQL with the vector store; exit 1 if they differ (and were not fixed)."""
     with open_runtime(get_settings()) as runtime, runtime.sessions() as session:
-        report = services.reconcile(session, store=runtime.vector_store)
+        # Every collection an index version lives in, against that version's rows.
+        reports = services.reconcile_all(session, store_for=runtime.store_for)
+        if not reports:
+            reports = [
+                (runtime.vector_store, services.reconcile(session, store=runtime.vector_store))
+            ]
         jobs: list[services.Job] = []
-        if fix and not report.clean:
-            jobs = services.repair(session, store=runtime.vector_store, report=report)
+        for store, one in reports:
+            if fix and not one.clean:
+                jobs += services.repair(session, store=store, report=one)
         if jobs:
             run_jobs(runtime, session, jobs, queue=queue)
         else:
             session.commit()
+    report = services.ReconcileReport.merged([r for _, r in reports])
     data = report.as_dict()
     if as_json:
         print_json(data)

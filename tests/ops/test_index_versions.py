@@ -240,6 +240,25 @@ def test_a_new_size_is_built_beside_the_live_one_and_swapped_while_search_answer
         assert _versions(rt)[1].state == IndexState.active
         assert _versions(rt)[2].state == IndexState.retired
         assert _search(rt, "volcanoes erupt lava")[0].file_name == "late.txt"
+
+        # `docvec reconcile` knows versions: each collection against its own versions' rows.
+        with rt.sessions() as s:
+            reports = services.reconcile_all(s, store_for=rt.store_for)
+            assert len(reports) == 2 and all(r.clean for _, r in reports)
+        # A point lost from the retired version 2: a gap of that version, not of the active one.
+        lost = next(iter(new_store.point_ids(document_ids=[ids["fox.txt"]])))
+        new_store.delete_points([lost])
+        with rt.sessions() as s:
+            (store_v1, r1), (store_v2, r2) = sorted(
+                services.reconcile_all(s, store_for=rt.store_for),
+                key=lambda p: p[0] is not rt.vector_store,
+            )
+            assert r1.clean and not r2.clean and not r2.missing_points
+            assert r2.version_gaps == {versions[2].id: {ids["fox.txt"]}}
+            assert services.repair(s, store=store_v2, report=r2) == []  # no re-vectorize
+            s.commit()
+            row2 = indexes.get_version(s, versions[2].project_id, 2)
+            assert indexes.progress(s, row2).documents_done == 3  # fox.txt to be built again
     finally:
         rt.close()
 
@@ -468,3 +487,90 @@ def test_real_switch_from_minilm_to_multilingual_e5(
         assert hits[0].score == pytest.approx(expected[0][1], abs=1e-3)
     finally:
         rt.close()
+
+
+# ---- a real worker killed mid-build ------------------------------------------------------------
+def test_kill_9_of_a_worker_mid_build_loses_nothing_and_the_build_completes(
+    make_service_env: Any,
+    spawn_worker: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    local_provider: Any,
+) -> None:
+    from app.jobqueue import SWEEP, JobQueue, create_producer
+
+    # Each embedding answer takes 0.25 s: the build of 24 documents lasts ~6 s, long enough to
+    # kill its worker in the middle.
+    with FakeOpenAI(random_delay_s=(0.25, 0.25)) as slow:
+        env = make_service_env(
+            DOCVEC_INDEX_BUILD_LEASE_S="2",
+            DOCVEC_TASK_SOFT_TIME_LIMIT_S="60",
+            DOCVEC_TASK_TIME_LIMIT_S="70",
+            DOCVEC_EXTRACT_TIMEOUT_S="30",
+            DOCVEC_EMBEDDING__RETRY_BUDGET_S="10",
+            DOCVEC_EMBEDDING__REQUEST_TIMEOUT_S="10",
+            DOCVEC_LOG_LEVEL="WARNING",
+            **{KEY_ENV: "sk-test-index-versions"},
+        )
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        settings = Settings(_env_file=None)  # type: ignore[call-arg]
+        rt = Runtime(settings, provider=local_provider)
+        try:
+            ids = [
+                _add(rt, f"d{i}.txt", f"Document {i}: " + TEXTS[name])
+                for i, name in enumerate(list(TEXTS) * 6)
+            ]
+            version_id = _new_version(
+                rt,
+                provider="openai",
+                model="fake-b",
+                dimensions=24,
+                base_url=slow.url + "/v1",
+                api_key_env=KEY_ENV,
+            )
+            queue = JobQueue(settings)
+            try:
+                queue.enqueue_build(version_id)
+            finally:
+                queue.close()
+            worker = spawn_worker(env, "builder")
+
+            def done() -> int:
+                with rt.sessions() as s:
+                    row = s.get(IndexVersion, version_id)
+                    assert row is not None
+                    return indexes.progress(s, row).documents_done
+
+            deadline = time.monotonic() + 120
+            while done() < 3:
+                assert time.monotonic() < deadline, worker.tail()
+                time.sleep(0.2)
+            worker.kill()
+            killed_at = done()
+            assert killed_at < len(ids), "the build ended before the kill"
+            time.sleep(2.5)  # the dead step's lease runs out
+            worker.start()
+            # The sweep sends a step for a build nobody holds.
+            producer = create_producer(settings)
+            try:
+                producer.send_task(SWEEP, queue=settings.queue)
+            finally:
+                producer.close()
+            deadline = time.monotonic() + 180
+            while _versions(rt)[2].state != IndexState.active:
+                assert time.monotonic() < deadline, worker.tail()
+                time.sleep(0.5)
+            v2 = _versions(rt)[2]
+            store = rt.store_for(v2.collection)
+            try:
+                with rt.sessions() as s:
+                    rows = set(s.scalars(select(DocumentChunk.id)))
+                # Every document once: one point per chunk row, no duplicate, no gap.
+                assert store.point_ids() == rows and store.count() == len(rows) == len(ids)
+                assert _search(rt, "Document 5 container ships")[0].file_name in {
+                    f"d{i}.txt" for i in range(len(ids))
+                }
+            finally:
+                store.drop_collection()
+        finally:
+            rt.close()

@@ -1114,3 +1114,68 @@ def test_pgvector_small_project_in_a_big_table_still_gets_top_k(
 
     expected = sorted(range(len(far)), key=lambda i: -cosine(far[i], query))[:5]
     assert [h.id for h in hits] == [point_id(small_doc, i) for i in expected]
+
+
+# -- index versions: a second collection beside the first, dropped, aliased ------------------
+
+
+def test_a_sibling_collection_of_another_size_lives_beside_and_drops_alone(
+    store: VectorStore,
+) -> None:
+    project, doc = uuid.uuid4(), uuid.uuid4()
+    store.upsert(_points(project, doc, [X_AXIS, _angle(30)]))
+    # An index version's own collection: another vector size, on the same connection.
+    other = store.sibling(store.collection + "_v2")
+    try:
+        other.ensure_collection(DIM * 2)
+        other.upsert(
+            [
+                Point(
+                    id=point_id(doc, 0, "v2"),
+                    vector=[1.0] + [0.0] * (DIM * 2 - 1),
+                    project_id=project,
+                    document_id=doc,
+                    chunk_index=0,
+                    file_name="doc.txt",
+                    text="",
+                )
+            ]
+        )
+        assert other.count() == 1 and store.count() == 2
+        assert point_id(doc, 0, "v2") != point_id(doc, 0)  # row ids of both sets can coexist
+        hits = other.search(project, [1.0] + [0.0] * (DIM * 2 - 1), top_k=5)
+        assert [h.id for h in hits] == [point_id(doc, 0, "v2")]
+        with pytest.raises(DimensionMismatch):
+            other.upsert(_points(project, doc, [X_AXIS]))  # the first collection's size
+        other.drop_collection()
+        assert other.count() == 0 and other.search(project, [1.0] * (DIM * 2), top_k=5) == []
+        other.drop_collection()  # a second drop is a no-op
+        # The first collection is untouched, and still usable after its sibling closes.
+    finally:
+        other.drop_collection()
+        other.close()
+    assert store.count() == 2
+    assert [h.id for h in store.search(project, X_AXIS, top_k=1)] == [point_id(doc, 0)]
+
+
+def test_point_alias_switches_in_one_operation_where_the_store_has_aliases(
+    store: VectorStore,
+) -> None:
+    project, doc = uuid.uuid4(), uuid.uuid4()
+    store.upsert(_points(project, doc, [X_AXIS]))
+    other = store.sibling(store.collection + "_v2")
+    try:
+        other.ensure_collection(DIM)
+        if not store.point_alias("docvec_test_alias"):
+            assert store.name in ("qdrant-edge", "pgvector")  # no aliases: SQL decides alone
+            return
+        assert isinstance(store, QdrantStore)
+        client = store._client
+        names = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+        assert names["docvec_test_alias"] == store.collection
+        assert other.point_alias("docvec_test_alias")
+        names = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+        assert names["docvec_test_alias"] == other.collection
+    finally:
+        other.drop_collection()
+        other.close()

@@ -3,19 +3,21 @@ activate (or roll back), cancel, drop. See app/indexes.py."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, Field, ValidationError
 
 from app import indexes, services
 from app.api.deps import RuntimeDep, SessionDep
 from app.api.strict_json import StrictJSONRoute
 from app.db.models import IndexState
-from app.jobqueue import JobQueue
 from app.pipeline.build import activate_version, drop_version
-from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/projects", tags=["index versions"], route_class=StrictJSONRoute)
 
@@ -33,16 +35,18 @@ class IndexVersionCreate(BaseModel):
     activate: Literal["auto", "manual"] = "auto"
 
 
-def _send_build(runtime: Runtime, version_id: uuid.UUID) -> bool:
-    """Publish the build's first step; False when the broker did not take it (the sweep will)."""
-    queue = JobQueue(runtime.settings)
+def _send_build(request: Request, version_id: uuid.UUID) -> bool:
+    """Publish the build's first step; False when the broker did not take it (the sweep sends
+    one for a build nobody holds)."""
+    publish: Callable[[uuid.UUID], None] | None = request.app.state.enqueue_build
+    if publish is None:
+        return False
     try:
-        queue.enqueue_build(version_id)
+        publish(version_id)
         return True
     except Exception:
+        log.warning("the broker did not take the build of %s", version_id, exc_info=True)
         return False
-    finally:
-        queue.close()
 
 
 @router.get("/{project_id}/index-versions")
@@ -56,7 +60,11 @@ def list_index_versions(project_id: uuid.UUID, session: SessionDep) -> dict[str,
 
 @router.post("/{project_id}/index-versions", status_code=status.HTTP_202_ACCEPTED)
 def create_index_version(
-    project_id: uuid.UUID, body: IndexVersionCreate, session: SessionDep, runtime: RuntimeDep
+    project_id: uuid.UUID,
+    body: IndexVersionCreate,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
 ) -> dict[str, object]:
     """Start building a new index version beside the active one (which keeps serving search)."""
     project = services.get_project(session, project_id)
@@ -85,7 +93,7 @@ def create_index_version(
     except indexes.VersionConflict as exc:
         raise HTTPException(409, str(exc)) from exc
     session.commit()
-    published = _send_build(runtime, row.id)
+    published = _send_build(request, row.id)
     return {**indexes.as_dict(session, row), "published": published}
 
 
@@ -99,7 +107,11 @@ def _version(session: SessionDep, project_id: uuid.UUID, version: int) -> indexe
 
 @router.post("/{project_id}/index-versions/{version}/activate")
 def activate_index_version(
-    project_id: uuid.UUID, version: int, session: SessionDep, runtime: RuntimeDep
+    project_id: uuid.UUID,
+    version: int,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    request: Request,
 ) -> dict[str, object]:
     """Activate a complete version (one transaction); a retired one catches up first (rollback)."""
     ref = _version(session, project_id, version)
@@ -107,7 +119,7 @@ def activate_index_version(
     if row.state == IndexState.retired and not indexes.progress(session, row).complete:
         indexes.start_catch_up(session, row)
         session.commit()
-        published = _send_build(runtime, row.id)
+        published = _send_build(request, row.id)
         return {**indexes.as_dict(session, row), "published": published}
     session.rollback()  # activation takes its own transaction and locks
     try:
