@@ -1,6 +1,7 @@
 """The parts one process needs, built once from the settings: engine, sessions, file storage,
-embedding provider, vector store and chunker. Heavy parts (the model, the store) load lazily, so a
-Celery prefork parent never holds them and each child builds its own after the fork.
+embedding provider, vector store, chunker and chat provider (answers). Heavy parts (the model, the
+store) load lazily, so a Celery prefork parent never holds them and each child builds its own after
+the fork.
 """
 
 from __future__ import annotations
@@ -229,6 +230,16 @@ class Runtime:
         collections = {v.collection for v in indexes.versions_of(session, project_id)}
         collections.add(self.settings.collection)
         return [self.store_for(c) for c in sorted(collections)]
+
+    def own_stores(self, session: Session, project_id: uuid.UUID) -> list[VectorStore]:
+        """The stores of the collections only this project's versions use (dropped with it)."""
+        own = [
+            v.collection
+            for v in indexes.versions_of(session, project_id)
+            if v.collection != self.settings.collection
+            and not indexes.shares_collection(session, v)
+        ]
+        return [self.store_for(c) for c in sorted(set(own))]
 
     def search(
         self,

@@ -197,10 +197,16 @@ def project_names(session: Session, *, ids: Iterable[uuid.UUID]) -> dict[uuid.UU
 
 
 def delete_project(
-    session: Session, *, project: Project, stores: Sequence[VectorStore], storage: FileStorage
+    session: Session,
+    *,
+    project: Project,
+    stores: Sequence[VectorStore],
+    storage: FileStorage,
+    own_stores: Sequence[VectorStore] = (),
 ) -> None:
-    """Delete the project's rows, then its points (in ``stores``: one per index version's
-    collection, ``Runtime.project_stores``) and unreferenced files.
+    """Delete the project's rows, then its points (in ``stores``: the shared collections its
+    index versions use) and the collections only its versions used (``own_stores``, dropped;
+    both from ``Runtime.project_stores``), then its unreferenced files.
 
     SQL goes first so that no search can return a chunk of a deleted project; points left behind
     by a crash in between are invisible (search hydrates from SQL) and ``reconcile`` removes them.
@@ -213,6 +219,8 @@ def delete_project(
     session.commit()
     for store in stores:
         store.delete_project(project_id)
+    for store in own_stores:
+        store.drop_collection()
     delete_unreferenced_files(session, storage, uris)
 
 

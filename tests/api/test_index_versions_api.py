@@ -120,3 +120,19 @@ def test_cancel_and_bad_requests(api: tuple[TestClient, list[uuid.UUID]]) -> Non
     assert c.post(f"/projects/{pid}/index-versions/2/cancel").status_code == 409
     assert c.get(f"/projects/{uuid.uuid4()}/index-versions").status_code == 404
     assert c.post(f"/projects/{pid}/index-versions/9/activate").status_code == 404
+
+
+def test_deleting_the_project_drops_its_own_collections(
+    api: tuple[TestClient, list[uuid.UUID]],
+) -> None:
+    c, builds = api
+    pid = _project_with_docs(c)
+    assert c.post(f"/projects/{pid}/index-versions", json={"chunk_size": 300}).status_code == 202
+    rt: Runtime = c.app.state.rt  # type: ignore[attr-defined]
+    assert run_build(rt, builds[0], keep_versions=1).state == "active"
+    own = c.get(f"/projects/{pid}/index-versions").json()["versions"][1]["collection"]
+    folder = rt.settings.edge_path / own
+    assert folder.is_dir()
+    assert c.delete(f"/projects/{pid}").status_code == 204
+    assert not folder.exists()
+    assert rt.vector_store.count() == 0  # its points in the shared collection are gone too

@@ -96,6 +96,7 @@ def delete_project(project_id: uuid.UUID, session: SessionDep, runtime: RuntimeD
         session,
         project=project,
         stores=runtime.project_stores(session, project.id),
+        own_stores=runtime.own_stores(session, project.id),
         storage=runtime.storage,
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
