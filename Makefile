@@ -1,4 +1,4 @@
-# docvec — `make demo` (set up if needed, ingest a folder, search it), `make test`, `make setup`.
+# docvec — `make demo` (set up, ingest a folder, search it, ask it), `make test`, `make setup`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,6 +8,8 @@ BENCH_STAMP := $(VENV)/.docvec-bench-installed
 DOCS ?= ../shared/data/corpus
 PROJECT ?= demo
 QUERY ?= How do I run FastAPI in a Docker container?
+# `make demo` ends with one answer with references (DOCVEC_CHAT__PROVIDER, default extractive).
+QUESTION ?= How is a percent-encoded octet written in a URI?
 # Extra pip arguments for torch. Here the CPU wheel lies on disk; elsewhere use
 #   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 # so pip does not pull a multi-GB CUDA build.
@@ -54,6 +56,7 @@ demo: setup
 	$(VENV)/bin/docvec migrate
 	$(VENV)/bin/docvec ingest "$(DOCS)" --project "$(PROJECT)"
 	$(VENV)/bin/docvec search "$(QUERY)" --project "$(PROJECT)" --top-k 5
+	$(VENV)/bin/docvec ask "$(QUESTION)" --project "$(PROJECT)"
 
 # Retrieval quality of the current settings on a BEIR data set: dense, lexical and hybrid search
 # beside the model alone and bm25s (README, "Measuring retrieval quality"). Long: it ingests the

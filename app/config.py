@@ -64,6 +64,44 @@ class EmbeddingSettings(BaseModel):
     query_prefix: str | None = None
 
 
+class ImageEmbeddingSettings(BaseModel):
+    """Which model embeds images (and text queries into the images' space), so that an image
+    document is found by what it shows (app/embeddings/images/). ``none``: images are found by
+    their OCR text only."""
+
+    #: Registered providers: see app.embeddings.images.IMAGE_PROVIDERS. ``local``: a CLIP or
+    #: SigLIP model from the folder ``model_path`` (transformers); ``gemini``: Gemini's multimodal
+    #: embedding model (google-genai); ``cohere``: Cohere Embed v4 (the cohere SDK).
+    provider: Literal["none", "local", "gemini", "cohere"] = "none"
+    #: Model name, recorded in the index version; None = the provider's default (local: the
+    #: model folder's name; gemini ``gemini-embedding-2``; cohere ``embed-v4.0``).
+    model: str | None = None
+    #: Folder of the local model, as ``save_pretrained`` writes it (config.json, weights, the
+    #: tokenizer and preprocessor files). Nothing is ever downloaded.
+    model_path: Path | None = None
+    #: Server of a hosted provider; None = its public default.
+    base_url: str | None = None
+    #: NAME of the environment variable holding the API key; None = GOOGLE_API_KEY, then
+    #: GEMINI_API_KEY (gemini); COHERE_API_KEY, then CO_API_KEY (cohere).
+    api_key_env: str | None = None
+    #: Output dimension for models that can shorten their vectors (gemini 128-3072, cohere 256,
+    #: 512, 1024 or 1536); None = the model's own size.
+    dimensions: int | None = Field(None, ge=1)
+    #: Images (or query texts) per request / forward pass; the provider caps it at its
+    #: documented limit (gemini 6 images per request, cohere 96 inputs).
+    batch_size: int = Field(16, ge=1, le=512)
+    #: Longest side, pixels, of the page picture made for the model (the extraction child
+    #: scales each page down to it): CLIP and SigLIP read 224-384 pixels, hosted APIs charge
+    #: and limit by size.
+    max_side: int = Field(768, ge=32, le=4096)
+    #: Seconds per HTTP request to a hosted provider.
+    request_timeout_s: float = Field(60.0, gt=0)
+    #: Tries per batch for transient errors (429, 5xx, timeouts), the first one included.
+    max_attempts: int = Field(5, ge=1, le=20)
+    #: Seconds one batch may spend retrying before the task-level retry takes over.
+    retry_budget_s: float = Field(120.0, gt=0)
+
+
 class ChatSettings(BaseModel):
     """Which chat model answers questions (``docvec ask``, ``POST /projects/{id}/answer``), and
     how the answer's prompt is built (app/chat/, app/answers/)."""
@@ -157,7 +195,7 @@ class OcrSettings(BaseModel):
     #: needs its language data (Debian: ``tesseract-ocr-eng``, ``tesseract-ocr-deu``, ...).
     languages: str = Field("eng", pattern=r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$", max_length=200)
     #: Resolution, dots per inch, at which a PDF page is rendered for OCR (images are read at
-    #: their own). 200 read 11-pt text as well as 300 here, in ~2/3 of the time (README, OCR).
+    #: their own): 200 read 8-pt print as well as 300, in less time (measured: README, OCR).
     dpi: int = Field(200, ge=50, le=600)
     #: Wall-clock seconds the OCR of one page may take (at most ``extract_timeout_s``); a page
     #: over it fails the document as too large.
@@ -172,7 +210,8 @@ class OcrSettings(BaseModel):
     #: Largest image OCR reads, pixels per page (width x height): more fails the document (and
     #: an upload whose header says so is answered 413). Pillow's own default, MAX_IMAGE_PIXELS
     #: (89,478,485: ~256 MiB at 3 bytes a pixel); a larger PDF page is rendered at a lower DPI.
-    max_image_pixels: int = Field(89_478_485, ge=1)
+    #: At most twice that: there Pillow refuses to open an image whatever this says.
+    max_image_pixels: int = Field(89_478_485, ge=1, le=178_956_970)
     #: The Tesseract program: a name on ``PATH`` or a path.
     tesseract_cmd: str = "tesseract"
 
@@ -285,6 +324,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     ocr: OcrSettings = Field(default_factory=OcrSettings)
+    image_embedding: ImageEmbeddingSettings = Field(default_factory=ImageEmbeddingSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -309,6 +349,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"embedding retry_budget_s ({emb.retry_budget_s:g}) + request_timeout_s "
                 f"({emb.request_timeout_s:g}) must stay below task_soft_time_limit_s "
+                f"({self.task_soft_time_limit_s})"
+            )
+        img = self.image_embedding
+        if img.retry_budget_s + img.request_timeout_s >= self.task_soft_time_limit_s:
+            raise ValueError(
+                f"image_embedding retry_budget_s ({img.retry_budget_s:g}) + request_timeout_s "
+                f"({img.request_timeout_s:g}) must stay below task_soft_time_limit_s "
                 f"({self.task_soft_time_limit_s})"
             )
         return self

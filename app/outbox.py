@@ -113,16 +113,27 @@ def relay(
     """
     now = utcnow()
     with session_scope(sessions) as session:
-        rows = session.scalars(
-            select(OutboxEntry)
+        rows = session.execute(
+            select(
+                OutboxEntry.id, OutboxEntry.document_id, OutboxEntry.generation, OutboxEntry.tries
+            )
             .where(OutboxEntry.available_at <= now)
             .order_by(OutboxEntry.created_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
-        for row in rows:
-            row.available_at = now + timedelta(seconds=LEASE_S)
-        taken = [(row.id, row.document_id, row.generation, row.tries) for row in rows]
+        taken: list[tuple[uuid.UUID, uuid.UUID, int, int]] = []
+        for row_id, document_id, generation, tries in rows:
+            # Leased only if still due: SQLite has no FOR UPDATE, so two relays (two requests of
+            # one API process) may select the same rows; the second finds them leased or gone.
+            leased = session.execute(
+                update(OutboxEntry)
+                .where(OutboxEntry.id == row_id, OutboxEntry.available_at <= now)
+                .values(available_at=now + timedelta(seconds=LEASE_S))
+                .execution_options(synchronize_session=False)
+            )
+            if leased.rowcount:  # type: ignore[attr-defined]
+                taken.append((row_id, document_id, generation, tries))
     published = failed = 0
     error: str | None = None
     for index, (row_id, document_id, generation, tries) in enumerate(taken):

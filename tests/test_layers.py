@@ -54,6 +54,7 @@ PIPELINE_STAGES: dict[str, int] = {
     "app.pipeline.chunk": 0,
     "app.pipeline.budget": 1,
     "app.pipeline.parts": 1,
+    "app.pipeline.reuse": 1,
     "app.pipeline.process": 2,
     "app.pipeline.ingest": 3,
     "app.pipeline.build": 3,

@@ -434,11 +434,15 @@ class RemoteChatProvider(ChatProvider, Generic[ClientT]):
         client = self._client()
 
         def open_stream() -> tuple[Iterator[Piece], Piece | None]:
-            # The request and its first piece: what fails here is retried, as nothing was
-            # handed out yet.
+            # The request up to its first text (or its end): what fails here is retried, as
+            # nothing was handed out yet. Pieces without text (a role, a keep-alive) pass.
             pieces = self._stream(client, prompt, max_tokens=self.settings.max_answer_tokens)
             try:
-                return pieces, next(pieces, None)
+                while True:
+                    piece = next(pieces, None)
+                    if piece is None or piece.text or piece.finish_reason is not None:
+                        return pieces, piece
+                    self._record(usage, piece)
             except BaseException:
                 close_iterator(pieces)
                 raise
@@ -454,8 +458,18 @@ class RemoteChatProvider(ChatProvider, Generic[ClientT]):
                 if piece.text:
                     chars += len(piece.text)
                     yield piece.text
-                with self._mapped_errors():
-                    piece = next(pieces, None)
+                try:
+                    with self._mapped_errors():
+                        piece = next(pieces, None)
+                except ProviderUnavailable as exc:
+                    if finished:  # the answer is whole; only a trailer (usage, [DONE]) is lost
+                        log.warning("%s: %s after the answer finished", self.name, exc.message)
+                        break
+                    # Not retried: part of the answer is out (see the module docstring).
+                    raise ProviderUnavailable(
+                        f"{self.name}: the stream broke after {chars} characters: {exc.message}",
+                        retry_after_s=exc.retry_after_s,
+                    ) from None
         finally:
             close_iterator(pieces)
         if not finished:

@@ -36,11 +36,16 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[`*_-])")
 _BLANK_LINE = re.compile(r"\n\s*\n")
 #: A line break before a line that starts a Markdown block.
 _BLOCK_START = re.compile(r"\n(?=[ \t]*(?:#{1,6}\s|[-*+]\s|\d{1,3}[.)]\s|>|\||```|~~~))")
+#: A hyphenated word wrapped at its hyphen ("percent-\n   encoded", as RFCs wrap them).
+_WRAPPED_HYPHEN = re.compile(r"(\w)-\n[ \t]*(\w)")
 #: A Markdown heading, a table row or a fence: structure, not a statement to quote.
 _NOT_PROSE = re.compile(r"^(?:#{1,6}\s|\||```|~~~)")
 _SPACES = re.compile(r"\s+")
 #: A citation-shaped bracket in a quote (see app/answers/citations.py for the marker syntax).
 _MARKER = re.compile(r"\[(\s*\d{1,3}(?:\s*,\s*\d{1,3})*\s*)\]")
+
+#: The marker of a list item, which a quote does without ("- " would follow "- ").
+_LIST_ITEM = re.compile(r"^(?:[-*+]|\d{1,3}[.)])\s+")
 
 #: Shortest and longest sentence quoted, characters; longer ones are cut at a word.
 MIN_SENTENCE_CHARS = 20
@@ -61,8 +66,10 @@ class _Sentence:
 def split_sentences(text: str) -> list[str]:
     """``text`` cut into sentences, whitespace collapsed. A paragraph always ends one, and so
     does a line before a Markdown block (a heading, a list item, a quote, a table row, a fence);
-    other line breaks are hard wrapping (RFCs, plain text) and join their lines."""
+    other line breaks are hard wrapping (RFCs, plain text) and join their lines, a word cut at
+    its hyphen whole again."""
     out: list[str] = []
+    text = _WRAPPED_HYPHEN.sub(r"\1-\2", text)
     for paragraph in _BLANK_LINE.split(text):
         for block in _BLOCK_START.split(paragraph):
             flat = _SPACES.sub(" ", block).strip()
@@ -72,11 +79,12 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _quotable(sentence: str) -> str:
-    """The sentence as quoted: cut to :data:`MAX_SENTENCE_CHARS`, no citation-shaped brackets,
-    no unbalanced backticks."""
+    """The sentence as quoted: cut to :data:`MAX_SENTENCE_CHARS`, without a list item's marker,
+    citation-shaped brackets or unbalanced backticks."""
     if len(sentence) > MAX_SENTENCE_CHARS:
         cut = sentence[:MAX_SENTENCE_CHARS].rsplit(" ", 1)[0]
         sentence = cut.rstrip(" ,;:") + " …"
+    sentence = _LIST_ITEM.sub("", sentence)
     sentence = _MARKER.sub(lambda m: "(" + m.group(1).strip() + ")", sentence)
     if "```" in sentence or sentence.count("`") % 2:
         sentence = sentence.replace("`", "")

@@ -37,12 +37,10 @@ def _retriever(runtime: Runtime, project_id: uuid.UUID) -> answers.Retrieve:
         question: str, top_k: int, mode: SearchMode, score_threshold: float | None
     ) -> list[services.SearchResult]:
         with runtime.sessions() as session:
-            return services.search(
+            return runtime.search(
                 session,
                 project=services.get_project(session, project_id),
                 query=question,
-                provider=runtime.provider,
-                store=runtime.vector_store,
                 top_k=top_k,
                 score_threshold=score_threshold,
                 mode=mode,
@@ -91,7 +89,7 @@ def ask(
             project_id, name = found.id, found.name
         done: answers.Answer | None = None
         streamed = False
-        for event in answers.answer_events(
+        events = answers.answer_events(
             question,
             retrieve=_retriever(runtime, project_id),
             chat=runtime.chat,
@@ -101,13 +99,19 @@ def ask(
             score_threshold=score_threshold,
             stream=True,
             project=name,
-        ):
-            if isinstance(event, answers.DeltaEvent) and not as_json:
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-                streamed = True
-            elif isinstance(event, answers.DoneEvent):
-                done = event.answer
+        )
+        try:
+            for event in events:
+                if isinstance(event, answers.DeltaEvent) and not as_json:
+                    sys.stdout.write(event.text)
+                    sys.stdout.flush()
+                    streamed = True
+                elif isinstance(event, answers.DoneEvent):
+                    done = event.answer
+        except DocvecError:
+            if streamed:  # the error goes on a line of its own, after the partial answer
+                sys.stdout.write("\n")
+            raise
     assert done is not None
     if as_json:
         print_json(done.as_dict())

@@ -1,4 +1,5 @@
-"""``docvec providers``: which embedding providers are available, and their limits; and OCR."""
+"""``docvec providers``: which embedding and chat providers are available, and their limits;
+and OCR."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from app.cli._utilities import JsonOpt, app, fail, out, print_json
 from app.config import get_settings
 
 if TYPE_CHECKING:
+    from app.chat.status import ChatProviderStatus
     from app.pipeline.extract import OcrStatus
 
 
@@ -24,20 +26,31 @@ def providers(
     timeout: Annotated[float, typer.Option(help="Seconds per probe request.", min=0.1)] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Embedding providers: available or not (SDK, API key, server), model, dimension, limits.
+    """Embedding and chat providers: available or not (SDK, API key, server), model, limits.
 
-    Exits with 1 when the configured provider is unavailable.
+    Exits with 1 when the configured embedding or chat provider is unavailable.
     """
     from app.embeddings.status import ProbeMode, provider_statuses
 
     modes: dict[str, ProbeMode] = {"configured": "configured", "all": "all", "none": "none"}
     if probe not in modes:
         raise fail("--probe must be configured, all or none")
+    from app.chat.status import chat_provider_statuses
+
     report = provider_statuses(get_settings().embedding, probe=modes[probe], timeout_s=timeout)
-    configured_ok = all(r.available for r in report if r.configured)
+    chat = chat_provider_statuses(get_settings().chat, probe=modes[probe], timeout_s=timeout)
+    configured_ok = all(r.available for r in report if r.configured) and all(
+        r.available for r in chat if r.configured
+    )
     ocr = _ocr_status()
     if as_json:
-        print_json({"providers": [r.as_dict() for r in report], "ocr": ocr.as_dict()})
+        print_json(
+            {
+                "providers": [r.as_dict() for r in report],
+                "chat_providers": [r.as_dict() for r in chat],
+                "ocr": ocr.as_dict(),
+            }
+        )
         raise typer.Exit(0 if configured_ok else 1)
     for r in report:
         name = f"[bold]{r.provider}[/bold]" + (" (configured)" if r.configured else "")
@@ -47,9 +60,23 @@ def providers(
         out.print(f"  model {r.model} · {dim}" + (f" · {r.base_url}" if r.base_url else ""))
         out.print("  checks: " + " · ".join(f"{k} {v}" for k, v in r.checks.items()))
         out.print(f"  limits: {r.limits_text()}", highlight=False)
+    _print_chat(chat)
     _print_ocr(ocr)
     if not configured_ok:
         raise typer.Exit(1)
+
+
+def _print_chat(report: list[ChatProviderStatus]) -> None:
+    """Chat providers (``docvec ask``): available or why not, model, server, limits."""
+    out.print("[bold]Chat providers[/bold] (answers: docvec ask, POST /projects/{id}/answer)")
+    for r in report:
+        name = f"[bold]{r.provider}[/bold]" + (" (configured)" if r.configured else "")
+        state = "[green]available[/green]" if r.available else f"[red]unavailable[/red]: {r.reason}"
+        out.print(f"{name}  {state}")
+        model = r.model if r.generative else "none (quotes the sources)"
+        out.print(f"  model {model}" + (f" · {r.base_url}" if r.base_url else ""))
+        out.print("  checks: " + " · ".join(f"{k} {v}" for k, v in r.checks.items()))
+        out.print(f"  limits: {r.limits_text()}", highlight=False)
 
 
 def _ocr_status() -> OcrStatus:

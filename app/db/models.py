@@ -156,6 +156,9 @@ class DocumentChunk(Base):
     chunk_set: Mapped[str] = mapped_column(String(32), default="", server_default="")
     chunk_index: Mapped[int] = mapped_column(Integer)
     content: Mapped[str] = mapped_column(Text)
+    #: Hex SHA-256 of ``content`` (UTF-8): an unchanged or repeated text reuses its stored vector
+    #: instead of being embedded again (app/pipeline/reuse.py). NULL on rows made before it.
+    content_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     start_char: Mapped[int] = mapped_column(Integer)
     end_char: Mapped[int] = mapped_column(Integer)
     token_count: Mapped[int] = mapped_column(Integer)

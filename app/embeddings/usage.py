@@ -27,6 +27,10 @@ class EmbeddingUsage:
     batch_sizes: list[int] = field(default_factory=list)
     #: Positions (in the call's input list) of the inputs counted in ``truncated``.
     truncated_inputs: list[int] = field(default_factory=list)
+    #: Chunks that needed no input: their vector was the stored one of the same text in the same
+    #: index version (``reused``), or another chunk of the call had the same text (``shared``).
+    reused: int = 0
+    shared: int = 0
 
     def portion(self, start: int, end: int, total: int) -> EmbeddingUsage:
         """The share of a call over ``total`` inputs, shared by several documents, that falls on
@@ -59,4 +63,6 @@ class EmbeddingUsage:
             "retries": self.retries,
             "tokens": self.tokens,
             "truncated": self.truncated,
+            "reused": self.reused,
+            "shared": self.shared,
         }

@@ -42,9 +42,11 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import session_scope
+from app.embeddings import EmbeddingUsage
 from app.errors import DocvecError, PermanentError, TransientError
 from app.pipeline.budget import extract_within_budget
 from app.pipeline.parts import IndexParts, PipelineParts
+from app.pipeline.reuse import embed_reusing, stored_vectors, text_hash
 from app.vectorstore import Point, point_id
 
 log = logging.getLogger(__name__)
@@ -238,6 +240,7 @@ def build_document(
                     "chunk_set": chunk_set,
                     "chunk_index": c.index,
                     "content": c.text,
+                    "content_sha256": text_hash(c.text),
                     "start_char": c.start_char,
                     "end_char": c.end_char,
                     "token_count": c.token_count,
@@ -248,7 +251,22 @@ def build_document(
             ]
             rows = [{"index": r["chunk_index"], "text": r["content"]} for r in new_rows]
         texts = [str(r["text"]) for r in rows]
-        vectors = index.provider.embed_documents(texts) if texts else []
+        vectors = (
+            embed_reusing(
+                [texts],
+                provider=index.provider,
+                stored=lambda hashes: stored_vectors(
+                    parts.sessions,
+                    index.store,
+                    project_id=project_id,
+                    chunk_set=chunk_set,
+                    hashes=hashes,
+                ),
+                usage=EmbeddingUsage(),
+            ).vectors
+            if texts
+            else []
+        )
     except TransientError:
         raise
     except DocvecError as exc:

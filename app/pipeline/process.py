@@ -58,6 +58,7 @@ from app.pipeline.budget import extract_within_budget
 from app.pipeline.chunk import Chunk
 from app.pipeline.extract import ExtractedText
 from app.pipeline.parts import IndexParts, PipelineParts
+from app.pipeline.reuse import Embedded, embed_reusing, stored_vectors, text_hash
 from app.retrying import retry_call
 from app.vectorstore import Point, point_id
 
@@ -307,9 +308,22 @@ def _complete_group(
 
         stage = "embed"
         t = time.perf_counter()
-        vectors = provider.embed_documents(
-            [c.text for d in docs for c in d.chunks], usage=usage, on_batch=on_chunks
+        # Texts this version already holds are read back, the rest embedded once each.
+        version = index.version
+        embedded = embed_reusing(
+            [[c.text for c in d.chunks] for d in docs],
+            provider=provider,
+            stored=lambda hashes: stored_vectors(
+                parts.sessions,
+                index.store,
+                project_id=version.project_id,
+                chunk_set=version.chunk_set,
+                hashes=hashes,
+            ),
+            usage=usage,
+            on_batch=on_chunks,
         )
+        vectors = embedded.vectors
     except Exception as exc:
         # The failed call's requests and retries are recorded on the attempts too.
         _charge(docs, usage, None)
@@ -332,7 +346,7 @@ def _complete_group(
                 )
             )
         return results
-    _charge(docs, usage, _ms(t))
+    _charge(docs, usage, _ms(t), embedded)
 
     results = []
     start = 0
@@ -344,9 +358,31 @@ def _complete_group(
 
 
 def _charge(
-    docs: Sequence[PreparedDocument], usage: EmbeddingUsage, embed_ms: float | None
+    docs: Sequence[PreparedDocument],
+    usage: EmbeddingUsage,
+    embed_ms: float | None,
+    embedded: Embedded | None = None,
 ) -> None:
-    """Give each document its share of one embed call: usage (and time, if it succeeded)."""
+    """Give each document its share of one embed call: usage (and time, if it succeeded).
+
+    With ``embedded`` (the call succeeded) a document is charged the provider inputs its chunks
+    brought (a text two documents share is charged to the first) and its reused and shared
+    chunks are counted; else shares follow the chunk counts.
+    """
+    if embedded is not None:
+        total = embedded.embedded
+        for i, d in enumerate(docs):
+            start, end = embedded.owner_ranges[i]
+            d.usage = usage.portion(start, end, total) if len(docs) > 1 else usage
+            if len(docs) > 1 and total == 0:
+                d.usage = EmbeddingUsage()
+            d.usage.reused, d.usage.shared = embedded.reused[i], embedded.shared[i]
+            if embed_ms is not None:
+                own = max(end - start, 0)
+                d.timings["embed"] = (
+                    embed_ms if len(docs) == 1 else round(embed_ms * own / max(total, 1), 2)
+                )
+        return
     if len(docs) == 1:
         docs[0].usage = usage
         if embed_ms is not None:
@@ -399,6 +435,7 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
                 "chunk_set": chunk_set,
                 "chunk_index": c.index,
                 "content": c.text,
+                "content_sha256": text_hash(c.text),
                 "start_char": c.start_char,
                 "end_char": c.end_char,
                 "token_count": c.token_count,

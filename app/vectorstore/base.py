@@ -26,12 +26,13 @@ share their primitives in :mod:`app.vectorstore.qdrant_family`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 from app.errors import DimensionMismatch
 from app.lexical import LexicalVector, document_vector, query_vector
@@ -76,6 +77,21 @@ def point_id(document_id: uuid.UUID, chunk_index: int, chunk_set: str = "") -> u
     if chunk_set:
         return uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{chunk_set}:{chunk_index}")
     return uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{chunk_index}")
+
+
+def text_sha256(text: str) -> str:
+    """Hex SHA-256 of a chunk's UTF-8 text. Each point carries the hash of the text its vector
+    embeds, so a vector read back for reuse is taken only for exactly that text
+    (app/pipeline/reuse.py), whatever happened to the chunk rows meanwhile."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class StoredVector(NamedTuple):
+    """A point's dense vector and the hash of the text it embeds (None: written before points
+    carried it)."""
+
+    vector: list[float]
+    text_sha256: str | None
 
 
 def dimension_mismatch(collection: str, existing: int, wanted: int) -> DimensionMismatch:
@@ -411,6 +427,19 @@ class VectorStore(ABC):
             ids |= self._ids(Where(document_ids=tuple(page)))
         return ids
 
+    def vectors(self, ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, StoredVector]:
+        """The dense vectors of the points among ``ids`` that exist, each with the hash of the
+        text it embeds (``{id: StoredVector}``, vectors of the collection's size),
+        :data:`ID_PAGE` per call; unknown ids are left out. What an unchanged chunk reuses instead
+        of being embedded again (app/pipeline/reuse.py)."""
+        wanted = list(ids)
+        if not wanted or not self._exists():
+            return {}
+        found: dict[uuid.UUID, StoredVector] = {}
+        for page in batches(wanted, ID_PAGE):
+            found.update(self._vectors(page))
+        return found
+
     def points_without_lexical(self) -> set[uuid.UUID]:
         """Ids of points that have a dense vector but no lexical side.
 
@@ -479,6 +508,11 @@ class VectorStore(ABC):
     @abstractmethod
     def _exists(self) -> bool:
         """Whether the collection exists (reads and deletes on a store never written are no-ops)."""
+
+    @abstractmethod
+    def _vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredVector]:
+        """The dense vectors and text hashes of the existing points among ``ids`` (at most
+        :data:`ID_PAGE`)."""
 
     @abstractmethod
     def _drop_collection(self) -> None:

@@ -46,13 +46,14 @@ import qdrant_edge as qe
 from typing_extensions import override
 
 from app.errors import DimensionMismatch, DocvecError, VectorStoreLocked
-from app.vectorstore.base import Point, Where, dimension_mismatch
+from app.vectorstore.base import Point, StoredVector, Where, dimension_mismatch
 from app.vectorstore.payload import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     LEXICAL_VECTOR,
     point_payload,
     point_vectors,
+    stored_vector,
 )
 from app.vectorstore.qdrant_family import SCROLL_PAGE, PointId, QdrantFamilyStore
 
@@ -162,6 +163,18 @@ class EdgeStore(QdrantFamilyStore[qe.Filter, qe.QueryRequest]):
     def _exists(self) -> bool:
         """Whether a shard exists (opened now if another store created it since)."""
         return self._shard_or_none() is not None
+
+    @override
+    def _vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredVector]:
+        wanted: list[qe.PointId] = [str(i) for i in ids]
+        with self._call("read vectors"):
+            records = self._require_shard().retrieve(wanted, True, True)
+        out: dict[uuid.UUID, StoredVector] = {}
+        for r in records:
+            found = stored_vector(r.vector, r.payload)
+            if found is not None:
+                out[uuid.UUID(str(r.id))] = found
+        return out
 
     @override
     def _drop_collection(self) -> None:

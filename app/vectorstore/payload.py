@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from app.vectorstore.base import Hit, Point
+from app.vectorstore.base import Hit, Point, StoredVector, text_sha256
 
 #: Name of the dense vector: unnamed, as in collections made before the lexical index.
 DENSE_VECTOR = ""
@@ -25,14 +25,31 @@ KEYWORD_INDEXES = ("project_id", "document_id")
 INTEGER_INDEXES = ("chunk_index",)
 
 
+#: Payload field holding the hash of the text a point's vector embeds (not a search field).
+TEXT_HASH = "text_sha256"
+
+
 def point_payload(point: Point) -> dict[str, object]:
-    """The payload stored with ``point``: its project, document, chunk index and file name."""
+    """The payload stored with ``point``: its project, document, chunk index, file name and the
+    hash of its text (:func:`~app.vectorstore.base.text_sha256`)."""
     return {
         "project_id": str(point.project_id),
         "document_id": str(point.document_id),
         "chunk_index": int(point.chunk_index),
         "file_name": point.file_name,
+        TEXT_HASH: text_sha256(point.text),
     }
+
+
+def stored_vector(vector: Any, payload: Mapping[str, Any] | None) -> StoredVector | None:
+    """A retrieved record's dense vector (unnamed, or in a dict of named vectors) and text hash;
+    None when it has no dense vector."""
+    if isinstance(vector, dict):
+        vector = vector.get(DENSE_VECTOR)
+    if not isinstance(vector, list):
+        return None
+    digest = (payload or {}).get(TEXT_HASH)
+    return StoredVector([float(x) for x in vector], str(digest) if digest else None)
 
 
 def point_vectors(point: Point, sparse_vector: Callable[..., object]) -> dict[str, Any]:
@@ -56,5 +73,5 @@ def hit_from(point_id: Any, score: float, payload: Mapping[str, Any] | None) -> 
         chunk_index=int(rest.pop("chunk_index")),
         file_name=str(rest.pop("file_name")),
         project_id=uuid.UUID(str(rest.pop("project_id"))),
-        extra=rest,
+        extra={k: v for k, v in rest.items() if k != TEXT_HASH},
     )

@@ -35,11 +35,13 @@ from app.lexical import LexicalVector
 from app.vectorstore.base import (
     Hit,
     Point,
+    StoredVector,
     VectorStore,
     Where,
     batches,
     dimension_mismatch,
     parse_dimension_error,
+    text_sha256,
 )
 
 #: Rows per executemany batch: bounds the memory of one batch of parameters (256 x 3072 floats as
@@ -141,12 +143,16 @@ class PgVectorStore(VectorStore):
                         " chunk_index integer NOT NULL,"
                         " file_name text NOT NULL,"
                         f" embedding vector({int(dimension)}) NOT NULL,"
-                        " lexical jsonb)"
+                        " lexical jsonb,"
+                        " text_sha256 text)"
                     )
                 )
             elif not self._lexical_column(conn):
                 # A table made before the lexical index: its rows keep NULL until re-vectorized.
                 conn.execute(sa.text(f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS lexical jsonb"))
+            # Tables made before points carried their text's hash get the column (NULL: such a
+            # point's vector is never reused, and it gets its hash when next written).
+            conn.execute(sa.text(f"ALTER TABLE {q} ADD COLUMN IF NOT EXISTS text_sha256 text"))
             conn.execute(
                 sa.text(f'CREATE INDEX IF NOT EXISTS "{t}_project_idx" ON {q} (project_id)')
             )
@@ -222,13 +228,14 @@ class PgVectorStore(VectorStore):
         """
         statement = sa.text(
             f"INSERT INTO {self._q} "
-            "(id, project_id, document_id, chunk_index, file_name, embedding, lexical) "
+            "(id, project_id, document_id, chunk_index, file_name, embedding, lexical, "
+            "text_sha256) "
             "VALUES (:id, :project_id, :document_id, :chunk_index, :file_name, "
-            "CAST(:embedding AS vector), CAST(:lexical AS jsonb)) "
+            "CAST(:embedding AS vector), CAST(:lexical AS jsonb), :text_sha256) "
             "ON CONFLICT (id) DO UPDATE SET project_id = EXCLUDED.project_id, "
             "document_id = EXCLUDED.document_id, chunk_index = EXCLUDED.chunk_index, "
             "file_name = EXCLUDED.file_name, embedding = EXCLUDED.embedding, "
-            "lexical = EXCLUDED.lexical"
+            "lexical = EXCLUDED.lexical, text_sha256 = EXCLUDED.text_sha256"
         )
         with self._connect("upsert points") as conn:
             for batch in batches(points, UPSERT_BATCH):
@@ -243,6 +250,7 @@ class PgVectorStore(VectorStore):
                             "file_name": p.file_name,
                             "embedding": _vector_text(p.vector),
                             "lexical": json.dumps(p.lexical().weights, ensure_ascii=False),
+                            "text_sha256": text_sha256(p.text),
                         }
                         for p in batch
                     ],
@@ -260,6 +268,17 @@ class PgVectorStore(VectorStore):
             conn.execute(sa.text(f"DELETE FROM {self._q} WHERE id = ANY(:ids)"), {"ids": list(ids)})
 
     # -- reads -----------------------------------------------------------------------------------
+
+    @override
+    def _vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredVector]:
+        with self._connect("read vectors") as conn:
+            rows = conn.execute(
+                sa.text(
+                    f"SELECT id, embedding::real[], text_sha256 FROM {self._q} WHERE id = ANY(:ids)"
+                ),
+                {"ids": list(ids)},
+            ).all()
+        return {row[0]: StoredVector([float(x) for x in row[1]], row[2]) for row in rows}
 
     @override
     def _query_dense(

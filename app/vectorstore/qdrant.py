@@ -38,13 +38,16 @@ from qdrant_client.local.qdrant_local import QdrantLocal
 from typing_extensions import override
 
 from app.errors import DimensionMismatch, VectorStoreLocked, VectorStoreUnavailable
-from app.vectorstore.base import Point, VectorStore, Where, dimension_mismatch
+from app.vectorstore.base import Point, StoredVector, VectorStore, Where, dimension_mismatch
 from app.vectorstore.payload import (
+    DENSE_VECTOR,
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
     LEXICAL_VECTOR,
+    TEXT_HASH,
     point_payload,
     point_vectors,
+    stored_vector,
 )
 from app.vectorstore.qdrant_family import SCROLL_PAGE, PointId, QdrantFamilyStore
 
@@ -195,6 +198,22 @@ class QdrantStore(QdrantFamilyStore[qm.Filter, qm.QueryRequest]):
             return True
         with self._call("look up the collection"):
             return bool(self._client.collection_exists(self.collection))
+
+    @override
+    def _vectors(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, StoredVector]:
+        with self._call("read vectors"):
+            records = self._client.retrieve(
+                self.collection,
+                ids=[str(i) for i in ids],
+                with_payload=[TEXT_HASH],
+                with_vectors=[DENSE_VECTOR] if DENSE_VECTOR else True,
+            )
+        out: dict[uuid.UUID, StoredVector] = {}
+        for r in records:
+            found = stored_vector(r.vector, r.payload)
+            if found is not None:
+                out[uuid.UUID(str(r.id))] = found
+        return out
 
     @override
     def _drop_collection(self) -> None:

@@ -208,7 +208,8 @@ def test_a_stream_that_breaks_midway_raises_after_its_text(
     server.push(ChatReply(cut_after=2))
     provider = flavour.make(server)
     got: list[str] = []
-    with pytest.raises(ProviderUnavailable):
+    chars = len("".join(DEFAULT_PIECES[:2]))
+    with pytest.raises(ProviderUnavailable, match=f"stream broke after {chars} characters"):
         for delta in provider.stream(PROMPT):
             got.append(delta)
     provider.close()
@@ -225,6 +226,31 @@ def test_a_stream_that_breaks_before_any_text_is_retried(
     assert list(provider.stream(PROMPT, usage=usage)) == DEFAULT_PIECES
     provider.close()
     assert usage.retries == 1 and len(server.chat_requests) == 2
+
+
+def test_a_stream_that_breaks_before_its_first_text_is_retried(
+    flavour: Flavour, server: FakeChatServer
+) -> None:
+    # A first piece without text (a role, an empty part) hands nothing out: still retried.
+    server.push(ChatReply(pieces=["", *DEFAULT_PIECES], cut_after=1))
+    provider = flavour.make(server)
+    usage = ChatUsage()
+    assert list(provider.stream(PROMPT, usage=usage)) == DEFAULT_PIECES
+    provider.close()
+    assert usage.retries == 1 and len(server.chat_requests) == 2
+
+
+def test_a_stream_that_breaks_after_the_model_finished_is_whole(
+    flavour: Flavour, server: FakeChatServer
+) -> None:
+    # The connection drops right after the finishing event (OpenAI's usage chunk and [DONE],
+    # the end of the chunked body are lost): the answer is complete.
+    server.push(ChatReply(cut_after=len(DEFAULT_PIECES) + 1))
+    provider = flavour.make(server)
+    usage = ChatUsage()
+    assert list(provider.stream(PROMPT, usage=usage)) == DEFAULT_PIECES
+    provider.close()
+    assert usage.finish_reason == "stop" and usage.retries == 0
 
 
 def test_a_stream_that_ends_unfinished_is_an_error(
@@ -244,7 +270,7 @@ def test_a_stalled_stream_ends_at_the_timeout(flavour: Flavour, server: FakeChat
     server.push(ChatReply(cut_after=1, stall_s=5))
     provider = flavour.make(server, request_timeout_s=0.5)
     got: list[str] = []
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(ProviderUnavailable, match="stream broke after"):
         for delta in provider.stream(PROMPT):
             got.append(delta)
     provider.close()

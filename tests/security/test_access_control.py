@@ -82,6 +82,8 @@ def _routes(pid: str, doc: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"/projects/{pid}", {}),
         ("GET", f"/projects/{pid}/documents", {}),
         ("POST", f"/projects/{pid}/search", {"json": {"query": "notes"}}),
+        ("POST", f"/projects/{pid}/answer", {"json": {"question": "notes"}}),
+        ("POST", f"/projects/{pid}/answer", {"json": {"question": "notes", "stream": True}}),
         (
             "POST",
             f"/projects/{pid}/documents",
@@ -150,6 +152,19 @@ def test_three_keys_two_projects(world: dict[str, Any]) -> None:
                 "items"
             ]
         }
+        # Nor does an answer: its sources are the project's own chunks.
+        r = client.post(
+            f"/projects/{mine['project']}/answer",
+            json={"question": "apples bicycles gears orchards", "top_k": 50},
+            headers=headers,
+        )
+        own = {
+            d["id"]
+            for d in client.get(f"/projects/{mine['project']}/documents", headers=headers).json()[
+                "items"
+            ]
+        }
+        assert r.json()["sources"] and {s["document_id"] for s in r.json()["sources"]} <= own
         # Deletes of the other project's things are 404 and delete nothing.
         assert client.delete(f"/documents/{theirs['document']}", headers=headers).status_code == 404
         assert client.delete(f"/projects/{theirs['project']}", headers=headers).status_code == 404

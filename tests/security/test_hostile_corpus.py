@@ -36,6 +36,7 @@ from app.errors import DocvecError, PermanentError
 from app.pipeline.extract import detect_type, extract
 from app.runtime import Runtime
 from tests.ops.harness import Proc
+from tests.pipeline import scans
 from tests.security import hostile
 
 pytestmark = pytest.mark.slow
@@ -131,16 +132,39 @@ def _made_here() -> list[Case]:
         Case(
             "blank-pages.pdf",
             lambda: hostile.pdf_bytes([None, None, None]),
-            (EMPTY, r"3 page\(s\) of images only; OCR is not enabled"),
+            (EMPTY, r"no text, even after OCR — the PDF has 3 page\(s\)"),
         ),
         Case("random.pdf", _random_bytes("pdf"), (CORRUPT, r"corrupt PDF")),
         # ---- wrong extensions: content wins
         Case("report.docx", _corpus("pdf/text/crazyones-pdfa.pdf"), "vectorized"),
         Case("letter.pdf", _corpus("docx/eng_spa_mult.docx"), "vectorized"),
-        Case("scan.pdf", lambda: b"\x89PNG\r\n\x1a\n" + bytes(500), 415),
+        # A PNG signature is a PNG, whatever the name; this one is broken.
+        Case("scan.pdf", lambda: b"\x89PNG\r\n\x1a\n" + bytes(500), (CORRUPT, r"corrupt PNG")),
         Case("notes.pdf", lambda: b"Just some notes, not a PDF at all.\n" * 30, (CORRUPT, "PDF")),
         Case("tool.txt", lambda: b"\x7fELF\x02\x01\x01\x00" + bytes(500), 415),
-        Case("photo.md", lambda: b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(500), 415),
+        Case(
+            "photo.md",
+            lambda: b"\xff\xd8\xff\xe0\x00\x10JFIF" + bytes(500),
+            (CORRUPT, r"corrupt JPEG image"),
+        ),
+        # ---- images (OCR): bombs, truncated or lying files, too many pages
+        Case("bomb.png", lambda: scans.png_claiming(30_000, 30_000), 413),
+        Case(
+            "truncated.png",
+            lambda: hostile.truncated(scans.screenshot(scans.prose())[0], 0.5),
+            (CORRUPT, r"image file is truncated"),
+        ),
+        Case(
+            "jpeg-inside.png",
+            lambda: b"\x89PNG\r\n\x1a\n" + scans.encoded(scans.typeset("x")[0], "JPEG"),
+            (CORRUPT, r"Pillow cannot read its header"),
+        ),
+        Case(
+            "100-pages.tif",
+            lambda: scans.tiff_with_pages(100),
+            (TOO_LARGE, r"more than 50 pages"),
+        ),
+        Case("text.png", lambda: b"Only text, named like a picture.\n" * 20, 415),
         Case(
             "page.md", lambda: b"<html><body><p>An HTML page</p></body></html>\n" * 20, "vectorized"
         ),
@@ -211,8 +235,8 @@ FROM_CORPUS: dict[str, str | int | tuple[str, str]] = {
     "pdf/encrypted/libreoffice-writer-password.pdf": (ENCRYPTED, r"encrypted with a password"),
     "pdf/encrypted/password.pdf": (ENCRYPTED, r"encrypted with a password"),
     "pdf/encrypted/copy-protected.pdf": "vectorized",
-    "pdf/scanned/loremipsum-flat.pdf": (EMPTY, r"images only; OCR is not enabled"),
-    "pdf/scanned/grayscale-image.pdf": (EMPTY, r"images only; OCR is not enabled"),
+    "pdf/scanned/loremipsum-flat.pdf": "vectorized",
+    "pdf/scanned/grayscale-image.pdf": (EMPTY, r"no text, even after OCR"),
     "docx/broken/strict.docx": (CORRUPT, r"'Strict Open XML' documents are not supported"),
     "docx/broken/word-owner-lockfile.docx": (CORRUPT, r"not a readable ZIP archive"),
     "docx/broken/truncated-handbook-1p.docx": (CORRUPT, r"not a readable ZIP archive"),

@@ -215,6 +215,11 @@ def test_empty_and_unsupported_files(make_client: MakeClient) -> None:
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
         "text/markdown",
         "text/plain",
+        # Read by OCR (app/pipeline/extract/images.py).
+        "image/png",
+        "image/jpeg",
+        "image/tiff",
+        "image/webp",
     }
 
 

@@ -28,6 +28,7 @@ from tests.ui.conftest import create_project, csrf_of, make_key
 MD = "text/md/en/fastapi__features.md"
 BROKEN_PDF = "pdf/broken/truncated-pdflatex-4-pages.pdf"
 EMPTY = "text/edge_cases/empty.txt"
+TYPES = "text/md/en/fastapi__python-types.md"
 
 
 def _files(corpus: Path, *names: str) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -131,7 +132,7 @@ def test_upload_form_answers_each_file_and_shows_failures(
     words = {name: text for _, name, text in answers}
     assert "the file is empty" in words["empty.txt"]
     assert "65,536" in words["big.md"] or "65536" in words["big.md"]
-    assert "supported:" in words["notes.txt"] and "text/markdown" in words["notes.txt"]
+    assert "gzip" in words["notes.txt"] and "text/markdown" in words["notes.txt"]
 
     # The failed document is red with its reason and never "vectorized".
     assert _project_rows(console, pid) == {
@@ -195,13 +196,16 @@ def test_document_page_attempts_chunks_and_actions(console: TestClient, corpus: 
     # An attempt more, failed again for the same reason.
     assert _project_rows(console, pid)["truncated-pdflatex-4-pages.pdf"] == "failed"
     assert console.get(f"/ui/documents/{bad.id}").text.count("CorruptDocument") == 2
+    assert (
+        "<strong>CorruptDocument</strong> at extract" in console.get(f"/ui/documents/{bad.id}").text
+    )
     # A redirect never leaves the console.
     away = console.post(
-        f"/ui/documents/{good.id}/revectorize",
+        f"/ui/documents/{bad.id}/revectorize",
         data={"csrf_token": token, "next": "https://example.org/"},
         follow_redirects=False,
     )
-    assert away.headers["location"].startswith(f"/ui/documents/{good.id}")
+    assert away.headers["location"].startswith(f"/ui/documents/{bad.id}")
 
     state = console.get(f"/ui/projects/{pid}/state").json()
     assert state["progress"] == {
@@ -243,28 +247,28 @@ def test_search_page_highlights_matches_and_refuses_bad_parameters(
     console.post(
         f"/ui/projects/{pid}/documents",
         data={"csrf_token": token},
-        files=_files(corpus, MD, "text/md/en/fastapi__deployment__docker.md"),
+        files=_files(corpus, MD, TYPES),
     )
     empty = console.get(f"/ui/projects/{pid}/search")
     assert empty.status_code == 200 and 'role="search"' in empty.text
 
     page = console.get(
         f"/ui/projects/{pid}/search",
-        params={"q": "Docker image", "mode": "hybrid", "top_k": "3"},
+        params={"q": "Python type hints", "mode": "hybrid", "top_k": "3"},
     )
     assert page.status_code == 200
     hits = re.findall(r'<li class="hit">(.*?)</li>', page.text, re.S)
     assert len(hits) == 3
     first = hits[0]
-    assert "fastapi__deployment__docker.md" in first and "?chunk=" in first
-    assert re.search(r"<mark>[Dd]ocker</mark>", first)
+    assert "fastapi__python-types.md" in first and "?chunk=" in first
+    assert re.search(r"<mark>[Tt]ype</mark> <mark>[Hh]ints</mark>", first)
     assert re.search(r'score <span class="score">0\.\d{4}</span>', first)
     link = re.search(r'href="(/ui/documents/[^"]+)"', first)
     assert link and console.get(link.group(1).replace("&amp;", "&")).status_code == 200
 
     lexical = console.get(
         f"/ui/projects/{pid}/search",
-        params={"q": "docker", "mode": "lexical", "top_k": "2"},
+        params={"q": "editor", "mode": "lexical", "top_k": "2"},
     )
     assert lexical.text.count('<li class="hit">') == 2 and "lexical #1" in lexical.text
     for params, words in (
@@ -459,13 +463,13 @@ def test_ask_page_without_script_and_the_streamed_relay(console: TestClient, cor
     console.post(
         f"/ui/projects/{pid}/documents",
         data={"csrf_token": token},
-        files=_files(corpus, "text/md/en/fastapi__deployment__docker.md"),
+        files=_files(corpus, TYPES),
     )
     assert f'href="/ui/projects/{pid}/ask"' in console.get(f"/ui/projects/{pid}").text
     page = console.get(f"/ui/projects/{pid}/ask")
     assert page.status_code == 200 and 'id="ask-form"' in page.text
 
-    question = "How do I build a Docker image for FastAPI?"
+    question = "What are type hints in Python?"
     answered = console.post(
         f"/ui/projects/{pid}/ask", data={"question": question, "csrf_token": token}
     )

@@ -28,6 +28,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from app import lexical
 from app.config import Settings
 from app.errors import DimensionMismatch, VectorStoreLocked, VectorStoreUnavailable
+from app.vectorstore.base import text_sha256
 from app.vectorstore import RRF_K, Hit, Point, VectorStore, create_vector_store, point_id
 from app.vectorstore.edge import EdgeStore
 from app.vectorstore.pgvector import PgVectorStore
@@ -1179,3 +1180,23 @@ def test_point_alias_switches_in_one_operation_where_the_store_has_aliases(
     finally:
         other.drop_collection()
         other.close()
+
+
+def test_vectors_reads_back_what_was_written(store: VectorStore) -> None:
+    project, doc = uuid.uuid4(), uuid.uuid4()
+    written = [_angle(10), _angle(50, scale=2.0), _angle(80)]
+    texts = ["first chunk", "second chunk", "third chunk"]
+    store.upsert(_points(project, doc, written, texts=texts))
+    ids = [point_id(doc, i) for i in range(3)]
+    got = store.vectors([*ids, uuid.uuid4()])  # an unknown id is left out
+    assert set(got) == set(ids)
+    # Each point says which text its vector embeds.
+    assert [got[i].text_sha256 for i in ids] == [text_sha256(t) for t in texts]
+    for i, v in enumerate(written):
+        norm = math.sqrt(sum(x * x for x in v))
+        # Stores may keep cosine vectors normalised: compare directions.
+        back = got[ids[i]].vector
+        back_norm = math.sqrt(sum(x * x for x in back))
+        assert len(back) == DIM
+        assert sum(a * b for a, b in zip(v, back, strict=True)) / (norm * back_norm) > 0.9999
+    assert store.sibling(store.collection + "_none").vectors(ids) == {}

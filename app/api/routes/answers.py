@@ -106,12 +106,10 @@ def _retriever(runtime: Runtime, project_id: uuid.UUID) -> answers.Retrieve:
         question: str, top_k: int, mode: SearchMode, score_threshold: float | None
     ) -> list[services.SearchResult]:
         with runtime.sessions() as session:
-            return services.search(
+            return runtime.search(
                 session,
                 project=services.get_project(session, project_id),
                 query=question,
-                provider=runtime.provider,
-                store=runtime.vector_store,
                 top_k=top_k,
                 score_threshold=score_threshold,
                 mode=mode,

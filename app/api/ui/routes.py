@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -24,7 +24,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from pydantic import ValidationError
-from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from app import apikeys, services
@@ -439,8 +438,6 @@ def _refusal(exc: HTTPException) -> dict[str, str]:
         404: ("gone", "refused: the project does not exist any more"),
     }
     outcome, words = kinds.get(exc.status_code, ("refused", f"refused ({exc.status_code})"))
-    if exc.status_code == 415 and isinstance(detail, Mapping):
-        reason += " — supported: " + ", ".join(detail.get("supported_types", []))
     return {"outcome": outcome, "words": f"{words} — {reason}" if reason else words}
 
 
@@ -773,28 +770,36 @@ async def answer_stream(request: Request, project_id: uuid.UUID, visitor: Visito
     body = {k: raw[k] for k in ("question", "top_k", "mode", "score_threshold") if k in raw}
     body["stream"] = True
     client = bridge.api_client(request, visitor.key)
-    upstream = await client.send(
-        client.build_request(
-            "POST",
-            f"/projects/{project_id}/answer",
-            json=body,
-            headers={"Accept": "text/event-stream"},
-        ),
-        stream=True,
-    )
-
-    async def close() -> None:
-        await upstream.aclose()
+    try:
+        upstream = await client.send(
+            client.build_request(
+                "POST",
+                f"/projects/{project_id}/answer",
+                json=body,
+                headers={"Accept": "text/event-stream"},
+            ),
+            stream=True,
+        )
+    except BaseException:
         await client.aclose()
+        raise
 
-    response = StreamingResponse(
-        upstream.aiter_raw(),
+    async def relay() -> AsyncIterator[bytes]:
+        # Closing (the browser went away: Starlette cancels the stream) tells the API's route
+        # that its client is gone, so the answer stops too.
+        try:
+            async for piece in upstream.aiter_raw():
+                yield piece
+        finally:
+            await upstream.aclose()
+            await client.aclose()
+
+    return StreamingResponse(
+        relay(),
         status_code=upstream.status_code,
         media_type=upstream.headers.get("content-type", "text/event-stream"),
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(close),
     )
-    return response
 
 
 # ---- index versions (issue #13's routes) ---------------------------------------------------

@@ -20,6 +20,7 @@ before it is stored; everything else happens in the extraction child, under its 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from collections.abc import Iterator
@@ -56,27 +57,43 @@ def _what(content_type: str) -> str:
 
 
 @contextmanager
-def _pillow_errors(content_type: str) -> Iterator[None]:
+def _pillow_errors(content_type: str, max_pixels: int, *, quiet: bool = True) -> Iterator[None]:
     """Turn Pillow's failures into docvec's: a bomb is too large, anything else corrupt.
 
     Pillow raises many classes for damaged files (``UnidentifiedImageError``, ``OSError``
     "image file is truncated", ``SyntaxError`` "broken PNG file", ``ValueError``, ``EOFError``,
     ``struct.error``, ``zlib.error``...), so all but ``MemoryError`` and our own errors map to
     :class:`~app.errors.CorruptDocument`.
+
+    Between its limit and twice it, Pillow only warns (``DecompressionBombWarning``); our own
+    check on the header decides, so ``quiet`` silences the warning. It does so by changing the
+    process's warning filters, which is safe only in a single-threaded process (the extraction
+    child); the upload route passes False, and a warning that is raised as an error (tests run
+    with ``filterwarnings=error``) counts as the bomb it warns of.
     """
     from PIL import Image as PILImage
+    from PIL import UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            # Between Pillow's limit and twice it, Pillow only warns; our own check on the header
-            # (max_image_pixels) decides, so the warning would only add noise.
-            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        with contextlib.ExitStack() as stack:
+            if quiet:
+                stack.enter_context(warnings.catch_warnings())
+                warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
             yield
     except (MemoryError, PermanentError):
         raise
-    except PILImage.DecompressionBombError as exc:
+    except UnidentifiedImageError as exc:
+        # Its message names the file object (an address), not the problem.
+        raise CorruptDocument(
+            f"corrupt {_NAMES[content_type]} image: it starts like one, but Pillow cannot read "
+            "its header",
+            stage=STAGE,
+        ) from exc
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
         raise DocumentTooLarge(
-            f"{_what(content_type)} is a decompression bomb: {explain(exc)}", stage=STAGE
+            f"{_what(content_type)} is a decompression bomb ({explain(exc)}); the limit is "
+            f"{max_pixels:,} pixels (DOCVEC_OCR__MAX_IMAGE_PIXELS)",
+            stage=STAGE,
         ) from exc
     except Exception as exc:
         raise CorruptDocument(
@@ -122,8 +139,10 @@ def check_upload(file: IO[bytes], content_type: str, *, max_pixels: int) -> None
     """
     position = file.tell()
     try:
-        with _pillow_errors(content_type):
-            image = _open(file, content_type)
+        with (
+            _pillow_errors(content_type, max_pixels, quiet=False),
+            _open(file, content_type) as image,
+        ):
             _check_pixels(image, content_type, 1, max_pixels)
     except CorruptDocument:
         return
@@ -166,8 +185,11 @@ def extract_image(
     page_starts: list[int] = []
     page_numbers: list[int] = []
     offset = 0
-    with engine.timed(), _pillow_errors(content_type):
-        image = _open(io.BytesIO(data), content_type)
+    with (
+        engine.timed(),
+        _pillow_errors(content_type, ocr.max_image_pixels),
+        _open(io.BytesIO(data), content_type) as image,
+    ):
         page_count = _page_count(image, content_type, ocr.max_pages)
         for index in range(page_count):
             page = index + 1

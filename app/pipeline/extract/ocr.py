@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import io
 import os
 import re
@@ -75,11 +76,12 @@ _PSM = "3"
 # Our heuristic, not Tesseract's: pictures without text come back as a stray letter or a few
 # marks ("|", "~", "e"); text with fewer letters and digits than this is no text.
 _MIN_ALNUM = 3
-# Resolutions outside this range in an image's header are wrong (0, 1, or 72 for a 600-dpi scan
-# are all seen); Tesseract then estimates its own from the text height.
+# A resolution outside this range is not passed on (a huge PDF page rendered at a few dpi to stay
+# within the pixel limit); Tesseract then estimates its own from the height of the text.
 _DPI_RANGE = (70, 2400)
 # Images below this many pixels (a screenshot, a small photo) are read at twice their size:
-# measured here, 12-px screenshot text went from 85 % to 98 % of its words (README, OCR).
+# Tesseract misreads text only a dozen pixels high (measured: README, OCR); a scan or a phone
+# photo is larger than this.
 UPSCALE_BELOW_PIXELS = 2_500_000
 
 
@@ -413,6 +415,11 @@ class Tesseract:
                 stage=STAGE,
             ) from exc
         except OSError as exc:
+            if exc.errno == errno.ENOMEM:  # fork or exec under the memory limit
+                raise DocumentTooLarge(
+                    f"OCR of page {page} could not start within {options.memory_mb} MiB of memory",
+                    stage=STAGE,
+                ) from exc
             raise OcrUnavailable(
                 f"OCR is unavailable: Tesseract could not be started ({shorten(str(exc))})",
                 stage=STAGE,
@@ -427,7 +434,9 @@ def _failure(
 ) -> DocumentTooLarge | CorruptDocument:
     """The error for a ``tesseract`` run that exited with ``code``."""
     message = stderr.decode("utf-8", errors="replace")
-    if "alloc" in message.lower():  # std::bad_alloc, leptonica's "pix_malloc fail"
+    # std::bad_alloc, leptonica's "pix_malloc fail", and the loader's "failed to map segment"
+    # when the limit leaves no room even for the program's libraries.
+    if any(sign in message.lower() for sign in ("alloc", "failed to map", "out of memory")):
         return DocumentTooLarge(
             f"OCR of page {page} needed more than {memory_mb} MiB of memory; the page is too "
             "large to read",

@@ -132,6 +132,7 @@ class _Scans:
         status = self.engine.status()
         if not status.available:
             self.unavailable = status.reason
+            logger.warning("PDF pages without a text layer are skipped: %s", status.reason)
             return None
         with self.engine.timed():
             rendered = self._render(index)

@@ -45,10 +45,23 @@
         `${p.failed} failed, ${p.pending + p.processing} in progress`);
     }
 
+    let shown = document.body.dataset.fingerprint;
     function showState(data) {
+      if (data.fingerprint === shown) return; // nothing changed: keep the DOM (and the focus)
+      shown = data.fingerprint;
+      // Keep the keyboard focus on the same control of the same row across the redraw.
+      const active = document.activeElement;
+      const row = active && active.closest ? active.closest("#documents-body tr") : null;
+      const controls = row ? Array.from(row.querySelectorAll("a, button")) : [];
+      const where = row ? [row.id, controls.indexOf(active)] : null;
       // The rows are rendered on the server (the same template as the page), escaped there.
       $("#documents-body").innerHTML = data.rows_html;
       showProgress(data.progress);
+      if (where) {
+        const again = document.getElementById(where[0]);
+        const target = again && again.querySelectorAll("a, button")[where[1]];
+        if (target) target.focus();
+      }
     }
 
     // Live updates: SSE first; on repeated errors, polling every 3 s.
@@ -60,7 +73,11 @@
         { headers: { Accept: "application/json" }, credentials: "same-origin" })
         .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
         .then(showState)
-        .catch(() => { liveStatus.textContent = "Live updates: the server does not answer; retrying."; });
+        .catch((status) => {
+          liveStatus.textContent = status === 401 || status === 404
+            ? "Live updates stopped: your sign-in ended or the project is gone; reload the page."
+            : "Live updates: the server does not answer; retrying.";
+        });
       tick();
       polling = window.setInterval(tick, 3000);
     }
