@@ -71,7 +71,7 @@ test: setup
 
 # Benchmarks (bench/*.py): each prints its table and writes bench/results/NAME.json (gitignored).
 # `make bench` takes about 15-20 minutes on 2 idle cores; `make bench-quick` about 3.
-BENCH_SCRIPTS := local_provider pipeline chunking search memory
+BENCH_SCRIPTS := local_provider pipeline chunking search memory index_versions reuse
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
