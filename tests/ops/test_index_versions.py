@@ -249,7 +249,7 @@ def test_a_new_size_is_built_beside_the_live_one_and_swapped_while_search_answer
         lost = next(iter(new_store.point_ids(document_ids=[ids["fox.txt"]])))
         new_store.delete_points([lost])
         with rt.sessions() as s:
-            (store_v1, r1), (store_v2, r2) = sorted(
+            (_, r1), (store_v2, r2) = sorted(
                 services.reconcile_all(s, store_for=rt.store_for),
                 key=lambda p: p[0] is not rt.vector_store,
             )
