@@ -28,8 +28,8 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 from app import lexical
 from app.config import Settings
 from app.errors import DimensionMismatch, VectorStoreLocked, VectorStoreUnavailable
-from app.vectorstore.base import text_sha256
 from app.vectorstore import RRF_K, Hit, Point, VectorStore, create_vector_store, point_id
+from app.vectorstore.base import text_sha256
 from app.vectorstore.edge import EdgeStore
 from app.vectorstore.pgvector import PgVectorStore
 from app.vectorstore.qdrant import QdrantStore
