@@ -106,7 +106,6 @@ def test_superseded_run_writes_nothing(rt: Runtime, corpus: Path) -> None:
     [
         ("pdf/broken/truncated-pdflatex-4-pages.pdf", "extract", "pdf"),
         ("pdf/encrypted/password.pdf", "extract", "encrypted"),
-        ("pdf/scanned/loremipsum-flat.pdf", "extract", "ocr"),
         ("docx/broken/strict.docx", "extract", "docx"),
         ("text/edge_cases/empty.txt", "extract", "empty"),
     ],
