@@ -31,7 +31,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.config import ChunkingSettings, EmbeddingSettings, Settings
+from app.config import ChunkingSettings, EmbeddingSettings, ImageEmbeddingSettings, Settings
 from app.db.models import (
     Document,
     DocumentStatus,
@@ -42,20 +42,78 @@ from app.db.models import (
     utcnow,
 )
 from app.embeddings import provider_class
+from app.embeddings.images import default_model as image_default_model
 from app.embeddings.prefixes import model_prefixes
 from app.errors import IndexMismatch
 
 #: Fields of ``EmbeddingSettings`` that decide what a vector means: two versions that differ in
-#: any of them must never share an index.
-IDENTITY_FIELDS = ("provider", "model", "dimensions", "numerics", "document_prefix", "query_prefix")
+#: any of them must never share an index. The ``image_*`` ones are the image model's
+#: (``ImageEmbeddingSettings``, README "Images"): a change of image model, or of its size, is a
+#: new version too. Versions recorded before image vectors lack them, which reads as no image model.
+IDENTITY_FIELDS = (
+    "provider",
+    "model",
+    "dimensions",
+    "numerics",
+    "document_prefix",
+    "query_prefix",
+    "image_provider",
+    "image_model",
+    "image_dimensions",
+)
 #: Fields a version also records to reach its model (never a secret: the key's variable *name*).
-CONNECTION_FIELDS = ("base_url", "api_key_env", "backend")
+CONNECTION_FIELDS = (
+    "base_url",
+    "api_key_env",
+    "backend",
+    "image_model_path",
+    "image_base_url",
+    "image_api_key_env",
+)
+#: Identity fields whose None (the model's own size) is not compared: the size the model really
+#: produces is checked against the collection before anything is written or searched.
+_SIZE_FIELDS = ("dimensions", "image_dimensions")
 #: Chunking fields a version records; a change re-chunks the stored files.
 CHUNKING_FIELDS = ("chunk_size", "chunk_overlap", "min_chunk_size", "unit", "encoding")
 
 ActivateMode = Literal["auto", "manual"]
 #: States of a version that still takes documents (the pipeline or a build writes to it).
 LIVE_STATES = (IndexState.active, IndexState.building)
+
+
+def image_collection(collection: str) -> str:
+    """The collection of an index version's image vectors, beside its chunks' ``collection``:
+    ``{collection}_images`` (one point per page of each image document)."""
+    return f"{collection}_images"
+
+
+def image_fields(image: ImageEmbeddingSettings | None) -> dict[str, Any]:
+    """What a spec records of the image model (all None: no image model).
+
+    Raises:
+        ProviderRejected: unknown image provider name.
+    """
+    if image is None or image.provider == "none":
+        return {f: None for f in IMAGE_FIELDS}
+    return {
+        "image_provider": image.provider,
+        "image_model": image_default_model(image),
+        "image_dimensions": image.dimensions,
+        "image_model_path": str(image.model_path) if image.model_path is not None else None,
+        "image_base_url": image.base_url,
+        "image_api_key_env": image.api_key_env,
+    }
+
+
+#: The spec fields of the image model (identity and connection).
+IMAGE_FIELDS = (
+    "image_provider",
+    "image_model",
+    "image_dimensions",
+    "image_model_path",
+    "image_base_url",
+    "image_api_key_env",
+)
 
 
 def numerics(settings: EmbeddingSettings) -> str | None:
@@ -76,9 +134,15 @@ class IndexSpec:
     chunking: dict[str, Any]
 
     @classmethod
-    def from_settings(cls, embedding: EmbeddingSettings, chunking: ChunkingSettings) -> IndexSpec:
-        """The spec ``embedding``/``chunking`` describe: default model and prefixes resolved the
-        way the provider resolves them (:mod:`app.embeddings.prefixes`).
+    def from_settings(
+        cls,
+        embedding: EmbeddingSettings,
+        chunking: ChunkingSettings,
+        image: ImageEmbeddingSettings | None = None,
+    ) -> IndexSpec:
+        """The spec ``embedding``/``chunking`` (and the image model ``image``, None: none)
+        describe: default model and prefixes resolved the way the provider resolves them
+        (:mod:`app.embeddings.prefixes`).
 
         Raises:
             ProviderRejected: unknown provider name.
@@ -99,6 +163,7 @@ class IndexSpec:
             "base_url": embedding.base_url,
             "api_key_env": embedding.api_key_env,
             "backend": embedding.backend if embedding.provider == "local" else None,
+            **image_fields(image),
         }
         return cls(data, {f: getattr(chunking, f) for f in CHUNKING_FIELDS})
 
@@ -121,7 +186,7 @@ class IndexSpec:
         return [
             f"{k}: {a[k]!r} -> {b[k]!r}"
             for k in a
-            if a[k] != b[k] and not (k == "dimensions" and None in (a[k], b[k]))
+            if a[k] != b[k] and not (k in _SIZE_FIELDS and None in (a[k], b[k]))
         ]
 
     def embedding_settings(self, base: EmbeddingSettings) -> EmbeddingSettings:
@@ -142,6 +207,29 @@ class IndexSpec:
             update_fields["backend"] = "onnx-int8"
         return EmbeddingSettings.model_validate(base.model_dump() | update_fields)
 
+    @property
+    def has_images(self) -> bool:
+        """Whether the version has an image model (its image documents get image vectors)."""
+        return bool(self.embedding.get("image_provider"))
+
+    def image_settings(self, base: ImageEmbeddingSettings) -> ImageEmbeddingSettings | None:
+        """``base`` (the process's operational image settings: timeouts, batch size, picture
+        size) with this spec's image model and connection fields; None: no image model."""
+        if not self.has_images:
+            return None
+        e = self.embedding
+        return ImageEmbeddingSettings.model_validate(
+            base.model_dump()
+            | {
+                "provider": e["image_provider"],
+                "model": e.get("image_model"),
+                "dimensions": e.get("image_dimensions"),
+                "model_path": e.get("image_model_path"),
+                "base_url": e.get("image_base_url"),
+                "api_key_env": e.get("image_api_key_env"),
+            }
+        )
+
     def chunking_settings(self) -> ChunkingSettings:
         """The chunking this spec records."""
         return ChunkingSettings.model_validate(self.chunking)
@@ -156,7 +244,13 @@ class IndexSpec:
         if e.get("document_prefix") or e.get("query_prefix"):
             bits.append(f"prefixes {e.get('document_prefix')!r}/{e.get('query_prefix')!r}")
         chunks = f"chunks {c['chunk_size']}/{c['chunk_overlap']} {c['unit']}"
-        return f"{e['provider']}:{e['model']} ({', '.join(bits)}; {chunks})"
+        images = ""
+        if self.has_images:
+            size = e.get("image_dimensions")
+            images = f"; images {e['image_provider']}:{e.get('image_model')}" + (
+                f" ({size} dims)" if size else ""
+            )
+        return f"{e['provider']}:{e['model']} ({', '.join(bits)}; {chunks}{images})"
 
 
 @dataclass(frozen=True)
@@ -192,6 +286,11 @@ class VersionRef:
     def label(self) -> str:
         """``version 2 (openai:text-embedding-3-small (512 dims; chunks 1000/200 chars))``."""
         return f"version {self.version} ({self.spec.describe(self.dimensions)})"
+
+    @property
+    def image_collection(self) -> str | None:
+        """The collection of the version's image vectors; None: the version has no image model."""
+        return image_collection(self.collection) if self.spec.has_images else None
 
 
 # ---- resolution ---------------------------------------------------------------------------------
@@ -265,8 +364,13 @@ def building_version(session: Session, project_id: uuid.UUID) -> IndexVersion | 
     )
 
 
+def settings_spec(settings: Settings) -> IndexSpec:
+    """The spec the process settings describe (text model, chunking and image model)."""
+    return IndexSpec.from_settings(settings.embedding, settings.chunking, settings.image_embedding)
+
+
 def _first_version(session: Session, project: Project, settings: Settings) -> IndexVersion:
-    spec = IndexSpec.from_settings(settings.embedding, settings.chunking)
+    spec = settings_spec(settings)
     row = IndexVersion(
         project_id=project.id,
         version=1,
@@ -304,7 +408,7 @@ def check_settings(ref: VersionRef, settings: Settings, *, project_name: str = "
     """
     if not ref.follows_settings:
         return
-    mine = IndexSpec.from_settings(settings.embedding, settings.chunking)
+    mine = settings_spec(settings)
     diff = ref.spec.differences(mine)
     if not diff:
         return
@@ -643,6 +747,9 @@ def as_dict(session: Session, version: IndexVersion) -> dict[str, object]:
         "document_prefix": spec.embedding.get("document_prefix"),
         "query_prefix": spec.embedding.get("query_prefix"),
         "chunking": spec.chunking,
+        "image_provider": spec.embedding.get("image_provider"),
+        "image_model": spec.embedding.get("image_model"),
+        "image_dimensions": spec.embedding.get("image_dimensions"),
         "collection": version.collection,
         "follows_settings": version.follows_settings,
         "activate": version.activate,
@@ -672,10 +779,15 @@ def spec_for(
     backend: str | None = None,
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
+    image_provider: str | None = None,
+    image_model: str | None = None,
+    image_model_path: str | None = None,
+    image_dimensions: int | None = None,
 ) -> tuple[IndexSpec, bool]:
     """The spec of a new version: the settings with the given overrides, and whether it follows
     the settings (no override given). Naming another provider drops the settings' model, server,
-    key variable, dimensions and prefixes, which belong to the settings' provider.
+    key variable, dimensions and prefixes, which belong to the settings' provider; naming another
+    image provider (``none``: no image model) drops the image model's likewise.
 
     Raises:
         pydantic.ValidationError: an override the settings model refuses (a chunk_overlap not
@@ -711,7 +823,26 @@ def spec_for(
         and all(v is None for v in given.values())
         and not (chunk_size or chunk_overlap)
     )
+    image = settings.image_embedding.model_dump()
+    if image_provider is not None and image_provider != settings.image_embedding.provider:
+        image.update(
+            provider=image_provider,
+            model=None,
+            model_path=None,
+            base_url=None,
+            api_key_env=None,
+            dimensions=None,
+        )
+    image_given = {
+        "model": image_model,
+        "model_path": image_model_path,
+        "dimensions": image_dimensions,
+    }
+    image.update({k: v for k, v in image_given.items() if v is not None})
+    follows = follows and image_provider is None and all(v is None for v in image_given.values())
     spec = IndexSpec.from_settings(
-        EmbeddingSettings.model_validate(embedding), ChunkingSettings.model_validate(chunking)
+        EmbeddingSettings.model_validate(embedding),
+        ChunkingSettings.model_validate(chunking),
+        ImageEmbeddingSettings.model_validate(image),
     )
     return spec, follows

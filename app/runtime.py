@@ -21,10 +21,11 @@ from app.config import Settings
 from app.db.models import Project
 from app.db.session import make_engine, make_session_factory
 from app.embeddings import EmbeddingProvider, create_provider
+from app.embeddings.images import ImageEmbeddingProvider, create_image_provider
 from app.errors import IndexMismatch
 from app.indexes import IndexSpec, VersionRef
 from app.pipeline.chunk import Chunker
-from app.pipeline.parts import IndexParts
+from app.pipeline.parts import ImageParts, IndexParts
 from app.storage import FileStorage
 from app.vectorstore import DEFAULT_SEARCH_MODE, SearchMode, VectorStore, create_vector_store
 
@@ -35,7 +36,8 @@ class Runtime:
     Args:
         settings: the settings object.
         pool_size: SQL connections to keep (a worker sizes it to its concurrency).
-        provider / vector_store: injected instances (tests share one loaded model).
+        provider / vector_store / image_provider: injected instances (tests share one loaded
+            model); ``image_provider`` stands for the settings' image model.
         transient_exceptions: extra exception classes the pipeline treats as transient (the
             worker passes Celery's ``SoftTimeLimitExceeded``; the pipeline never imports Celery).
     """
@@ -48,6 +50,7 @@ class Runtime:
         provider: EmbeddingProvider | None = None,
         vector_store: VectorStore | None = None,
         transient_exceptions: tuple[type[BaseException], ...] = (),
+        image_provider: ImageEmbeddingProvider | None = None,
     ) -> None:
         self.settings = settings
         self.engine: Engine = make_engine(settings.sqlalchemy_url, pool_size=pool_size)
@@ -72,6 +75,11 @@ class Runtime:
         self._chunkers: dict[str, Chunker] = {}
         self._ready: dict[str, int] = {}
         self._chat: ChatProvider | None = None
+        self._image_provider = image_provider
+        self._owns_image_provider = image_provider is None
+        self._image_loaded = image_provider is not None
+        #: Image providers of versions with an image model other than the settings'.
+        self._image_providers: dict[str, ImageEmbeddingProvider] = {}
 
     @property
     def chat(self) -> ChatProvider:
@@ -93,6 +101,20 @@ class Runtime:
             if self._provider is None:
                 self._provider = create_provider(self.settings.embedding)
             return self._provider
+
+    @property
+    def image_provider(self) -> ImageEmbeddingProvider | None:
+        """The configured image embedding provider (created on first use); None when
+        ``DOCVEC_IMAGE_EMBEDDING__PROVIDER=none``.
+
+        Raises:
+            ProviderRejected: an unknown provider, or its module cannot be imported.
+        """
+        with self._lock:
+            if not self._image_loaded:
+                self._image_provider = create_image_provider(self.settings.image_embedding)
+                self._image_loaded = True
+            return self._image_provider
 
     @property
     def vector_store(self) -> VectorStore:
@@ -126,12 +148,10 @@ class Runtime:
             ValueError: a recorded chunking this process cannot run (a missing tokenizer).
         """
         spec = ref.spec
-        settings_spec = IndexSpec.from_settings(self.settings.embedding, self.settings.chunking)
-        embedding_key = json.dumps(spec.embedding, sort_keys=True)
+        settings_spec = indexes.settings_spec(self.settings)
+        embedding_key = _text_key(spec)
         with self._lock:
-            if ref.follows_settings or (
-                json.dumps(settings_spec.embedding, sort_keys=True) == embedding_key
-            ):
+            if ref.follows_settings or _text_key(settings_spec) == embedding_key:
                 # The settings' own provider, below (outside the lock it takes): a version that
                 # follows the settings agrees with them (checked at resolution) and is reached
                 # the way they say.
@@ -161,7 +181,44 @@ class Runtime:
             provider = self.provider
         assert chunker is not None
         store = self.store_for(ref.collection)
-        return IndexParts(ref, provider, store, chunker, self._ensure(ref, provider, store))
+        images = self._image_parts(ref, settings_spec)
+        return IndexParts(ref, provider, store, chunker, self._ensure(ref, provider, store), images)
+
+    def _image_parts(self, ref: VersionRef, settings_spec: IndexSpec) -> ImageParts | None:
+        """The image provider and image collection of ``ref``; None: it has no image model."""
+        collection = ref.image_collection
+        image_settings = ref.spec.image_settings(self.settings.image_embedding)
+        if collection is None or image_settings is None:
+            return None
+        key = _image_key(ref.spec)
+        provider: ImageEmbeddingProvider | None
+        if ref.follows_settings or _image_key(settings_spec) == key:
+            provider = self.image_provider
+        else:
+            with self._lock:
+                provider = self._image_providers.get(key)
+                if provider is None:
+                    provider = create_image_provider(image_settings)
+                    if provider is not None:
+                        self._image_providers[key] = provider
+        if provider is None:
+            return None
+        store = self.store_for(collection)
+        chosen = provider
+
+        def ensure() -> int:
+            """Create the image collection for the image model's size once per process.
+
+            Raises:
+                DimensionMismatch: the collection exists with another size.
+            """
+            dim = chosen.dimension
+            if self._ready.get(collection) != dim:
+                store.ensure_collection(dim)
+                self._ready[collection] = dim
+            return dim
+
+        return ImageParts(chosen, store, ensure)
 
     def store_for(self, collection: str) -> VectorStore:
         """The store of ``collection``: the settings' store, or a sibling of it (kept).
@@ -226,20 +283,28 @@ class Runtime:
         return self.index_parts(ref)
 
     def project_stores(self, session: Session, project_id: uuid.UUID) -> list[VectorStore]:
-        """The stores of every version of the project (a delete reaches each)."""
-        collections = {v.collection for v in indexes.versions_of(session, project_id)}
-        collections.add(self.settings.collection)
+        """The stores of every version of the project, their image collections included (a
+        delete reaches each)."""
+        collections = {self.settings.collection}
+        for v in indexes.versions_of(session, project_id):
+            collections.add(v.collection)
+            image = VersionRef.of(v).image_collection
+            if image is not None:
+                collections.add(image)
         return [self.store_for(c) for c in sorted(collections)]
 
     def own_stores(self, session: Session, project_id: uuid.UUID) -> list[VectorStore]:
-        """The stores of the collections only this project's versions use (dropped with it)."""
-        own = [
-            v.collection
-            for v in indexes.versions_of(session, project_id)
-            if v.collection != self.settings.collection
-            and not indexes.shares_collection(session, v)
-        ]
-        return [self.store_for(c) for c in sorted(set(own))]
+        """The stores of the collections only this project's versions use (dropped with it),
+        with their image collections."""
+        own: set[str] = set()
+        for v in indexes.versions_of(session, project_id):
+            if v.collection == self.settings.collection or indexes.shares_collection(session, v):
+                continue
+            own.add(v.collection)
+            image = VersionRef.of(v).image_collection
+            if image is not None:
+                own.add(image)
+        return [self.store_for(c) for c in sorted(own)]
 
     def search(
         self,
@@ -250,12 +315,18 @@ class Runtime:
         top_k: int = 5,
         score_threshold: float | None = None,
         mode: SearchMode = DEFAULT_SEARCH_MODE,
+        images: bool = False,
     ) -> list[services.SearchResult]:
         """:func:`app.services.search` on the project's active index version: the query is
-        embedded by that version's provider and searched in its collection."""
+        embedded by that version's provider and searched in its collection; with ``images``
+        (and a version with an image model, in dense or hybrid mode) it is also embedded by the
+        image model and searched among the image vectors, and the rankings fused."""
         index = self.active_index(session, project)
         if mode != "lexical":
             index.ensure()
+        image = index.images if images and mode != "lexical" else None
+        if image is not None:
+            image.ensure()
         return services.search(
             session,
             project=project,
@@ -265,6 +336,9 @@ class Runtime:
             top_k=top_k,
             score_threshold=score_threshold,
             mode=mode,
+            image_provider=image.provider if image is not None else None,
+            image_store=image.store if image is not None else None,
+            chunk_set=index.version.chunk_set,
         )
 
     def close(self) -> None:
@@ -275,6 +349,11 @@ class Runtime:
         for provider in self._providers.values():
             provider.close()
         self._providers.clear()
+        for image_provider in self._image_providers.values():
+            image_provider.close()
+        self._image_providers.clear()
+        if self._owns_image_provider and self._image_provider is not None:
+            self._image_provider.close()
         for store in self._stores.values():
             store.close()
         self._stores.clear()
@@ -284,6 +363,19 @@ class Runtime:
             self._store.close()
             self._store = None
         self.engine.dispose()
+
+
+def _text_key(spec: IndexSpec) -> str:
+    """The text model's part of a spec, as a key: versions that agree on it share a provider."""
+    return json.dumps(
+        {k: v for k, v in spec.embedding.items() if k not in indexes.IMAGE_FIELDS},
+        sort_keys=True,
+    )
+
+
+def _image_key(spec: IndexSpec) -> str:
+    """The image model's part of a spec, as a key."""
+    return json.dumps({k: spec.embedding.get(k) for k in indexes.IMAGE_FIELDS}, sort_keys=True)
 
 
 def model_tokenizer_file(settings: Settings) -> Path | None:

@@ -32,8 +32,17 @@ from app.db.models import (
     Project,
 )
 from app.embeddings import EmbeddingProvider
+from app.embeddings.images import ImageEmbeddingProvider
 from app.storage import FileStorage, StoredFile
-from app.vectorstore import DEFAULT_SEARCH_MODE, SEARCH_MODES, SearchMode, VectorStore
+from app.vectorstore import (
+    DEFAULT_SEARCH_MODE,
+    HYBRID_CANDIDATES,
+    RRF_K,
+    SEARCH_MODES,
+    Hit,
+    SearchMode,
+    VectorStore,
+)
 
 #: ``enqueue(document_id, generation)`` — schedule processing of that generation of a document.
 Enqueue = Callable[[uuid.UUID, int], None]
@@ -370,31 +379,46 @@ def discard_uploads(session: Session, storage: FileStorage, uris: Sequence[str])
 
 
 # ---- search -------------------------------------------------------------------------------
+#: The sides of a search that can find a hit: the chunk's embedding, its words (BM25), and the
+#: picture of its page (an image document's image vector, README "Images").
+Side = str
+SIDES: tuple[Side, ...] = ("dense", "lexical", "image")
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """One chunk found by search.
+    """One chunk — or one page of an image document — found by search.
 
     ``score`` depends on the mode: cosine similarity in [-1, 1] (``dense``), BM25 score, positive
-    and unbounded (``lexical``), or the Reciprocal Rank Fusion score (``hybrid``). The ranks are
-    the chunk's 1-based places in the dense and lexical rankings (None: not ranked by that side,
-    or that side not asked), the scores its cosine similarity and BM25 score there.
+    and unbounded (``lexical``), or the Reciprocal Rank Fusion score (``hybrid``, and every
+    search that also ranked image vectors). The ranks are the hit's 1-based places in the dense,
+    lexical and image rankings (None: not ranked by that side, or that side not asked), the
+    scores its cosine similarity, BM25 score and image cosine similarity there; ``matched`` names
+    the sides that found it, in that order.
+
+    An image page found by what it shows is tied to a chunk of that page when OCR read text there
+    (the chunk the text side ranked best, else the page's first); with no text on the page, the
+    chunk fields are None and ``text`` is empty: the hit is the document's page.
     """
 
     score: float
     document_id: uuid.UUID
     file_name: str
-    chunk_index: int
+    chunk_index: int | None
     page: int | None
     text: str
-    start_char: int
-    end_char: int
+    start_char: int | None
+    end_char: int | None
     #: The chunk's stable id (its ``document_chunks`` row id, = its point id): what a citation
-    #: of an answer points at.
-    chunk_id: uuid.UUID
+    #: of an answer points at; None for an image page without text.
+    chunk_id: uuid.UUID | None
     dense_rank: int | None = None
     lexical_rank: int | None = None
     dense_score: float | None = None
     lexical_score: float | None = None
+    image_rank: int | None = None
+    image_score: float | None = None
+    matched: tuple[Side, ...] = ()
 
 
 def search(
@@ -407,6 +431,9 @@ def search(
     top_k: int = 5,
     score_threshold: float | None = None,
     mode: SearchMode = DEFAULT_SEARCH_MODE,
+    image_provider: ImageEmbeddingProvider | None = None,
+    image_store: VectorStore | None = None,
+    chunk_set: str = "",
 ) -> list[SearchResult]:
     """Search inside one project: the ``top_k`` best chunks, best first.
 
@@ -418,12 +445,22 @@ def search(
     the server side; texts come from SQL, the source of truth, so a point without a chunk row (a
     crash mid-delete) is never shown.
 
+    Images: with ``image_provider`` and ``image_store`` (the index version's image model and
+    image collection) in ``dense`` or ``hybrid`` mode, the query is also embedded by the image
+    model's text tower and the pages of image documents ranked by their image vectors; the
+    rankings are fused by RRF (``1 / (RRF_K + rank)`` per ranking, as hybrid search fuses its
+    two), each side contributing its best ``max(top_k, HYBRID_CANDIDATES)``, and ``score`` is the
+    fused score. ``score_threshold`` applies to the dense side only. ``chunk_set`` is the index
+    version's chunk set, in which an image page's chunks are looked up.
+
     Raises:
         ValueError: an unknown ``mode``, or ``score_threshold`` with ``mode="lexical"``.
     """
+    with_images = image_provider is not None and image_store is not None and mode != "lexical"
+    depth = max(top_k, HYBRID_CANDIDATES) if with_images else top_k
     if mode == "dense":
         vector = provider.embed_query(query)
-        hits = store.search(project.id, vector, top_k=top_k, score_threshold=score_threshold)
+        hits = store.search(project.id, vector, top_k=depth, score_threshold=score_threshold)
     elif mode == "lexical":
         if score_threshold is not None:
             raise ValueError(
@@ -434,10 +471,16 @@ def search(
     elif mode == "hybrid":
         vector = provider.embed_query(query)
         hits = store.search_hybrid(
-            project.id, vector, query, top_k=top_k, score_threshold=score_threshold
+            project.id, vector, query, top_k=depth, score_threshold=score_threshold
         )
     else:
         raise ValueError(f"unknown search mode {mode!r}; choose one of {list(SEARCH_MODES)}")
+    if with_images:
+        assert image_provider is not None and image_store is not None
+        pictures = image_store.search(project.id, image_provider.embed_query(query), top_k=depth)
+        return _with_images(
+            session, project=project, hits=hits, pictures=pictures, top_k=top_k, chunk_set=chunk_set
+        )
     if not hits:
         return []
     rows = {
@@ -474,6 +517,140 @@ def search(
                 lexical_rank=h.lexical_rank,
                 dense_score=h.dense_score,
                 lexical_score=h.lexical_score,
+                matched=_matched(h.dense_rank, h.lexical_rank, None),
+            )
+        )
+    return results
+
+
+def _matched(dense: int | None, lexical: int | None, image: int | None) -> tuple[Side, ...]:
+    """The sides with a rank, in :data:`SIDES` order."""
+    return tuple(side for side, rank in zip(SIDES, (dense, lexical, image), strict=True) if rank)
+
+
+@dataclass
+class _Fused:
+    """One entry of the fusion of the text and image rankings (a chunk, or a page without text)."""
+
+    document_id: uuid.UUID
+    row: DocumentChunk | None
+    page: int | None
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    dense_score: float | None = None
+    lexical_score: float | None = None
+    image_rank: int | None = None
+    image_score: float | None = None
+
+    def ranks(self) -> list[int]:
+        return [r for r in (self.dense_rank, self.lexical_rank, self.image_rank) if r is not None]
+
+    def score(self, k: int) -> float:
+        """RRF: ``sum(1 / (k + rank))`` over the rankings that found it."""
+        return sum(1.0 / (k + r) for r in self.ranks())
+
+
+def _with_images(
+    session: Session,
+    *,
+    project: Project,
+    hits: Sequence[Hit],
+    pictures: Sequence[Hit],
+    top_k: int,
+    chunk_set: str,
+    k: int = RRF_K,
+) -> list[SearchResult]:
+    """Fuse the text ranking ``hits`` (chunk points, with their dense/lexical ranks) with the
+    image ranking ``pictures`` (image points: ``chunk_index`` is the 0-based page index) by RRF;
+    the ``top_k`` best as results, hydrated from SQL, best first (ties: the better single rank,
+    then the document and page, so the order is deterministic)."""
+    documents = {h.document_id for h in hits} | {p.document_id for p in pictures}
+    if not documents:
+        return []
+    names: dict[uuid.UUID, str] = dict(
+        session.execute(
+            select(Document.id, Document.file_name).where(
+                Document.id.in_(documents), Document.project_id == project.id
+            )
+        ).all()
+    )
+    rows = {
+        c.id: c
+        for c in session.scalars(
+            select(DocumentChunk).where(DocumentChunk.id.in_([h.id for h in hits]))
+        )
+    }
+    fused: dict[uuid.UUID, _Fused] = {}
+    text_rank: dict[uuid.UUID, int] = {}
+    for r, h in enumerate(hits, 1):
+        row = rows.get(h.id)
+        if row is None or h.document_id not in names:
+            continue  # a point without its row (a crash mid-delete) is never shown
+        text_rank[h.id] = r
+        fused[h.id] = _Fused(
+            h.document_id,
+            row,
+            row.page,
+            h.dense_rank,
+            h.lexical_rank,
+            h.dense_score,
+            h.lexical_score,
+        )
+    # Each page found by its picture is tied to a chunk of that page, if OCR read text there.
+    pages = {(p.document_id, p.chunk_index + 1) for p in pictures if p.document_id in names}
+    on_page: dict[tuple[uuid.UUID, int], list[DocumentChunk]] = {}
+    if pages:
+        for c in session.scalars(
+            select(DocumentChunk)
+            .where(
+                DocumentChunk.document_id.in_({d for d, _ in pages}),
+                DocumentChunk.chunk_set == chunk_set,
+            )
+            .order_by(DocumentChunk.chunk_index)
+        ):
+            if c.page is not None and (c.document_id, c.page) in pages:
+                on_page.setdefault((c.document_id, c.page), []).append(c)
+    for r, p in enumerate(pictures, 1):
+        if p.document_id not in names:
+            continue
+        page = p.chunk_index + 1
+        chunks = on_page.get((p.document_id, page), [])
+        best = (
+            min(chunks, key=lambda c: (text_rank.get(c.id, len(hits) + 1), c.chunk_index))
+            if chunks
+            else None
+        )
+        key = best.id if best is not None else p.id
+        entry = fused.get(key)
+        if entry is None:
+            entry = fused[key] = _Fused(p.document_id, best, page)
+        entry.image_rank, entry.image_score = r, p.score
+
+    def order(item: tuple[uuid.UUID, _Fused]) -> tuple[float, int, str, int, str]:
+        key, e = item
+        return (-e.score(k), min(e.ranks()), str(e.document_id), e.page or 0, str(key))
+
+    results = []
+    for _, e in sorted(fused.items(), key=order)[: max(top_k, 0)]:
+        row = e.row
+        results.append(
+            SearchResult(
+                score=e.score(k),
+                document_id=e.document_id,
+                file_name=names[e.document_id],
+                chunk_index=row.chunk_index if row is not None else None,
+                page=e.page,
+                text=row.content if row is not None else "",
+                start_char=row.start_char if row is not None else None,
+                end_char=row.end_char if row is not None else None,
+                chunk_id=row.id if row is not None else None,
+                dense_rank=e.dense_rank,
+                lexical_rank=e.lexical_rank,
+                dense_score=e.dense_score,
+                lexical_score=e.lexical_score,
+                image_rank=e.image_rank,
+                image_score=e.image_score,
+                matched=_matched(e.dense_rank, e.lexical_rank, e.image_rank),
             )
         )
     return results
@@ -782,10 +959,69 @@ def reconcile_all(
         if row.state in (IndexState.failed, IndexState.cancelled):
             continue
         by_collection.setdefault(row.collection, []).append(indexes.VersionRef.of(row))
-    return [
+    out = [
         (store_for(c), reconcile(session, store=store_for(c), versions=versions))
         for c, versions in sorted(by_collection.items())
     ]
+    by_image_collection: dict[str, list[indexes.VersionRef]] = {}
+    for versions in by_collection.values():
+        for v in versions:
+            if v.image_collection is not None:
+                by_image_collection.setdefault(v.image_collection, []).append(v)
+    out += [
+        (store_for(c), reconcile_images(session, store=store_for(c), versions=versions))
+        for c, versions in sorted(by_image_collection.items())
+    ]
+    return out
+
+
+def reconcile_images(
+    session: Session, *, store: VectorStore, versions: Sequence[indexes.VersionRef]
+) -> ReconcileReport:
+    """Compare an image collection (README, Images) with SQL: each vectorized image document of
+    an active version's project — of another version, each one it records at its current
+    generation — must have one image point per page (``page_count``), id
+    :func:`~app.vectorstore.image_point_id`, and nothing else may be there. Documents being
+    processed are skipped. Short documents go to ``missing_points`` (active) or
+    ``version_gaps`` (other versions), so :func:`repair` re-vectorizes or rebuilds them."""
+    from app.pipeline.extract import IMAGE_TYPES
+    from app.vectorstore import image_point_id
+
+    busy = set(
+        session.scalars(select(Document.id).where(Document.status == DocumentStatus.processing))
+    )
+    expected: dict[uuid.UUID, tuple[uuid.UUID, uuid.UUID | None]] = {}
+    for v in versions:
+        active = v.state == IndexState.active
+        q = select(Document.id, Document.page_count).where(
+            Document.project_id == v.project_id,
+            Document.status == DocumentStatus.vectorized,
+            Document.content_type.in_(sorted(IMAGE_TYPES)),
+        )
+        if not active:
+            q = q.join(
+                IndexVersionDocument,
+                (IndexVersionDocument.document_id == Document.id)
+                & (IndexVersionDocument.version_id == v.id)
+                & (IndexVersionDocument.generation == Document.generation)
+                & IndexVersionDocument.error.is_(None),
+            )
+        for doc_id, pages in session.execute(q).all():
+            for i in range(int(pages or 0)):
+                expected[image_point_id(doc_id, i)] = (doc_id, None if active else v.id)
+    points = store.point_ids()
+    if busy:
+        points -= store.point_ids(document_ids=busy)
+    missing: dict[uuid.UUID, int] = {}
+    gaps: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for pid, (doc_id, version_id) in expected.items():
+        if pid in points or doc_id in busy:
+            continue
+        if version_id is None:
+            missing[doc_id] = missing.get(doc_id, 0) + 1
+        else:
+            gaps.setdefault(version_id, set()).add(doc_id)
+    return ReconcileReport(points - set(expected), missing, {}, version_gaps=gaps)
 
 
 def repair(session: Session, *, store: VectorStore, report: ReconcileReport) -> list[Job]:

@@ -164,6 +164,13 @@ def build_prompt(
     sent: list[str] = []  # each source's text as sent (the first one may be cut)
     sources: list[Source] = []
     for result in results:
+        if (
+            result.chunk_id is None
+            or result.chunk_index is None
+            or result.start_char is None
+            or result.end_char is None
+        ):
+            continue  # an image page found by what it shows, with no text to quote
         n = len(sources) + 1
         block = render_source(n, result)
         cost = count(block) + 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -174,6 +174,15 @@ class SearchRequest(BaseModel):
             "lexical match still counts). lexical: not allowed (422)."
         ),
     )
+    images: bool = Field(
+        True,
+        description=(
+            "When the project's index has an image model (DOCVEC_IMAGE_EMBEDDING__PROVIDER), "
+            "also rank the pages of image documents by what they show (the query embedded by "
+            "the image model) and fuse that ranking with the text one by RRF; score is then the "
+            "fused score. Ignored in lexical mode and without an image model."
+        ),
+    )
 
     @model_validator(mode="after")
     def _threshold_is_dense(self) -> SearchRequest:
@@ -191,16 +200,29 @@ class SearchHit(BaseModel):
             "What it is depends on the mode. dense: cosine similarity of the chunk to the query, "
             "in [-1, 1]. lexical: BM25 score (positive, unbounded; comparable only within one "
             f"query). hybrid: fused RRF score, the sum of 1 / ({RRF_K} + rank) over the rankings "
-            f"that found the chunk (at most 2 / ({RRF_K} + 1))."
+            f"that found the chunk (at most 2 / ({RRF_K} + 1)); also the fused score, over "
+            "the dense, lexical and image rankings, whenever image vectors were ranked "
+            "(images=true and an index with an image model)."
         )
     )
     document_id: uuid.UUID
     file_name: str
-    chunk_index: int
+    chunk_index: int | None = Field(
+        description="the chunk's index in its document; null for a page of an image document "
+        "found by what it shows, in which OCR read no text"
+    )
     page: int | None
-    text: str
-    start_char: int
-    end_char: int
+    text: str = Field(
+        description="the chunk's text; for an image page found by what it shows, the OCR text of "
+        "a chunk of that page (empty when there is none)"
+    )
+    start_char: int | None
+    end_char: int | None
+    matched: list[Literal["dense", "lexical", "image"]] = Field(
+        default_factory=list,
+        description="the rankings that found the hit: dense (the chunk's embedding), lexical "
+        "(its words, BM25), image (the picture of its page)",
+    )
     dense_rank: int | None = Field(
         None,
         description="1-based place of the chunk in the dense ranking; null if not in it "
@@ -216,6 +238,16 @@ class SearchHit(BaseModel):
     )
     lexical_score: float | None = Field(
         None, description="BM25 score of the chunk for the query, when lexical_rank is set"
+    )
+    image_rank: int | None = Field(
+        None,
+        description="1-based place of the page in the image ranking (the query embedded by the "
+        "image model against the pages' image vectors); null if not in it",
+    )
+    image_score: float | None = Field(
+        None,
+        description="cosine similarity of the page's image vector to the query in the image "
+        "model's space, when image_rank is set",
     )
 
 

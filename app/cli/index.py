@@ -57,6 +57,21 @@ def create(
     query_prefix: Annotated[str | None, typer.Option(help="Text before each query.")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Chunk size (re-chunks).", min=16)] = None,
     chunk_overlap: Annotated[int | None, typer.Option(help="Chunk overlap.", min=0)] = None,
+    image_provider: Annotated[
+        str | None,
+        typer.Option(
+            help="Image model's provider: none, local, gemini or cohere (README, Images)."
+        ),
+    ] = None,
+    image_model: Annotated[
+        str | None, typer.Option(help="Image model name (the provider's default).")
+    ] = None,
+    image_model_path: Annotated[
+        str | None, typer.Option(help="Folder of a local CLIP or SigLIP image model.")
+    ] = None,
+    image_dimensions: Annotated[
+        int | None, typer.Option(help="Image vectors' size (models that can shorten).", min=1)
+    ] = None,
     activate: Annotated[
         str, typer.Option(help="auto: swap when complete; manual: stop at ready.")
     ] = "auto",
@@ -79,6 +94,10 @@ def create(
             query_prefix=query_prefix,
             chunk_size=chunk_size,
             chunk_overlap=chunk_overlap,
+            image_provider=image_provider,
+            image_model=image_model,
+            image_model_path=image_model_path,
+            image_dimensions=image_dimensions,
         )
     except (ValidationError, DocvecError) as exc:
         raise fail(str(exc)) from exc

@@ -1,5 +1,5 @@
-"""``docvec providers``: which embedding and chat providers are available, and their limits;
-and OCR."""
+"""``docvec providers``: which embedding, chat and image providers are available, and their
+limits; and OCR."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from app.config import get_settings
 
 if TYPE_CHECKING:
     from app.chat.status import ChatProviderStatus
+    from app.embeddings.images.status import ImageProviderStatus
     from app.pipeline.extract import OcrStatus
 
 
@@ -26,9 +27,10 @@ def providers(
     timeout: Annotated[float, typer.Option(help="Seconds per probe request.", min=0.1)] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Embedding and chat providers: available or not (SDK, API key, server), model, limits.
+    """Embedding, chat and image providers: available or not (SDK, API key, server, model
+    folder), model, dimension, limits.
 
-    Exits with 1 when the configured embedding or chat provider is unavailable.
+    Exits with 1 when the configured embedding, chat or image provider is unavailable.
     """
     from app.embeddings.status import ProbeMode, provider_statuses
 
@@ -36,11 +38,17 @@ def providers(
     if probe not in modes:
         raise fail("--probe must be configured, all or none")
     from app.chat.status import chat_provider_statuses
+    from app.embeddings.images.status import image_provider_statuses
 
     report = provider_statuses(get_settings().embedding, probe=modes[probe], timeout_s=timeout)
     chat = chat_provider_statuses(get_settings().chat, probe=modes[probe], timeout_s=timeout)
-    configured_ok = all(r.available for r in report if r.configured) and all(
-        r.available for r in chat if r.configured
+    images = image_provider_statuses(
+        get_settings().image_embedding, probe=modes[probe], timeout_s=timeout
+    )
+    configured_ok = (
+        all(r.available for r in report if r.configured)
+        and all(r.available for r in chat if r.configured)
+        and all(r.available for r in images if r.configured)
     )
     ocr = _ocr_status()
     if as_json:
@@ -48,6 +56,7 @@ def providers(
             {
                 "providers": [r.as_dict() for r in report],
                 "chat_providers": [r.as_dict() for r in chat],
+                "image_providers": [r.as_dict() for r in images],
                 "ocr": ocr.as_dict(),
             }
         )
@@ -61,6 +70,7 @@ def providers(
         out.print("  checks: " + " · ".join(f"{k} {v}" for k, v in r.checks.items()))
         out.print(f"  limits: {r.limits_text()}", highlight=False)
     _print_chat(chat)
+    _print_images(images, get_settings().image_embedding.provider)
     _print_ocr(ocr)
     if not configured_ok:
         raise typer.Exit(1)
@@ -77,6 +87,20 @@ def _print_chat(report: list[ChatProviderStatus]) -> None:
         out.print(f"  model {model}" + (f" · {r.base_url}" if r.base_url else ""))
         out.print("  checks: " + " · ".join(f"{k} {v}" for k, v in r.checks.items()))
         out.print(f"  limits: {r.limits_text()}", highlight=False)
+
+
+def _print_images(report: list[ImageProviderStatus], configured: str) -> None:
+    """Image embedding providers (images found by what they show): available or why not."""
+    note = " — none configured: images are found by their OCR text" if configured == "none" else ""
+    out.print(f"[bold]Image providers[/bold] (images found by what they show){note}")
+    for r in report:
+        name = f"[bold]{r.provider}[/bold]" + (" (configured)" if r.configured else "")
+        state = "[green]available[/green]" if r.available else f"[red]unavailable[/red]: {r.reason}"
+        dim = f"{r.dimension} dims" if r.dimension else "dimension unknown"
+        where = r.base_url or r.model_path
+        out.print(f"{name}  {state}", highlight=False)
+        out.print(f"  model {r.model or '-'} · {dim}" + (f" · {where}" if where else ""))
+        out.print("  checks: " + " · ".join(f"{k} {v}" for k, v in r.checks.items()))
 
 
 def _ocr_status() -> OcrStatus:

@@ -1,4 +1,5 @@
-"""``docvec search``: the best chunks of a project for a query (dense, lexical or hybrid)."""
+"""``docvec search``: the best chunks of a project for a query (dense, lexical or hybrid), and
+the pages of its image documents by what they show (an index with an image model)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,17 @@ def search(
             help="dense (embeddings), lexical (BM25 on words) or hybrid (both, fused by RRF).",
         ),
     ] = DEFAULT_SEARCH_MODE,
+    images: Annotated[
+        bool,
+        typer.Option(
+            "--images/--no-images",
+            help="Also rank image documents by what they show (when the index has an image "
+            "model; not in lexical mode), fused with the text ranking by RRF.",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search inside a project: dense, lexical (BM25) or hybrid."""
+    """Search inside a project: dense, lexical (BM25) or hybrid; and images by what they show."""
     if mode not in SEARCH_MODES:
         raise fail(f"--mode must be one of {', '.join(SEARCH_MODES)}")
     if mode == "lexical" and score_threshold is not None:
@@ -66,6 +75,7 @@ def search(
             top_k=top_k,
             score_threshold=score_threshold,
             mode=mode,
+            images=images,
         )
     if as_json:
         print_json(
@@ -80,31 +90,38 @@ def search(
     if not results:
         out.print("no results")
         return
+    # Any hit ranked by the image side means every score is the fused one.
+    fused = mode == "hybrid" or any("image" in r.matched for r in results)
     table = Table(show_lines=True)
-    table.add_column({"dense": "cosine", "lexical": "BM25", "hybrid": "RRF"}[mode], justify="right")
-    if mode == "hybrid":
-        table.add_column("dense #", justify="right")
-        table.add_column("lexical #", justify="right")
+    table.add_column(
+        "RRF" if fused else {"dense": "cosine", "lexical": "BM25"}[mode], justify="right"
+    )
+    if fused:
+        table.add_column("matched")
     table.add_column("file", overflow="fold", max_width=30)
     table.add_column("chunk", justify="right")
     table.add_column("page", justify="right")
     table.add_column("text", overflow="fold")
     for r in results:
         text = r.text if len(r.text) <= _TEXT_SHOWN else r.text[:_TEXT_SHOWN] + "…"
-        ranks = [_rank(r.dense_rank), _rank(r.lexical_rank)] if mode == "hybrid" else []
+        if not text and "image" in r.matched:
+            text = "(an image found by what it shows; no text on this page)"
+        ranks = [_sides(r)] if fused else []
         table.add_row(
-            f"{r.score:.4f}" if mode == "hybrid" else f"{r.score:.3f}",
+            f"{r.score:.4f}" if fused else f"{r.score:.3f}",
             *ranks,
             r.file_name,
-            str(r.chunk_index),
+            "-" if r.chunk_index is None else str(r.chunk_index),
             "" if r.page is None else str(r.page),
             text,
         )
     out.print(table)
 
 
-def _rank(rank: int | None) -> str:
-    return "-" if rank is None else str(rank)
+def _sides(r: services.SearchResult) -> str:
+    """``dense #1 · image #3``: each side that found the hit, with its rank."""
+    ranks = {"dense": r.dense_rank, "lexical": r.lexical_rank, "image": r.image_rank}
+    return " · ".join(f"{side} #{ranks[side]}" for side in r.matched)
 
 
 def _hit(r: services.SearchResult) -> dict[str, Any]:
@@ -114,6 +131,9 @@ def _hit(r: services.SearchResult) -> dict[str, Any]:
         "lexical_rank": r.lexical_rank,
         "dense_score": r.dense_score,
         "lexical_score": r.lexical_score,
+        "image_rank": r.image_rank,
+        "image_score": r.image_score,
+        "matched": list(r.matched),
         "document_id": str(r.document_id),
         "file_name": r.file_name,
         "chunk_index": r.chunk_index,

@@ -95,6 +95,9 @@ class ExtractBudget:
         max_pages: passed to :func:`~app.pipeline.extract.extract`.
         max_chars: passed to :func:`~app.pipeline.extract.extract`.
         ocr: passed to :func:`~app.pipeline.extract.extract`.
+        pictures: passed to :func:`~app.pipeline.extract.extract` (the longest side of the page
+            pictures an image model needs; None: no pictures). Not a setting: the pipeline sets
+            it when the index version has an image model.
     """
 
     timeout_s: float = 300.0
@@ -102,6 +105,7 @@ class ExtractBudget:
     max_pages: int = 5000
     max_chars: int = 20_000_000
     ocr: OcrOptions = dataclasses.field(default_factory=OcrOptions)
+    pictures: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExtractBudget:
@@ -143,6 +147,7 @@ def extract_within_budget(
         max_pages=budget.max_pages,
         max_chars=budget.max_chars,
         ocr=budget.ocr,
+        pictures=budget.pictures,
         timeout_s=budget.timeout_s,
         memory_mb=budget.memory_mb,
     )

@@ -17,6 +17,12 @@ Faults: a worker killed mid-step loses nothing — its lease runs out and the ne
 sweep's) resumes with the documents still missing; a document that cannot be built (its file is
 gone, the provider refuses it) is recorded as a failure, which blocks activation and is shown in
 the progress; a transient error ends the step for a later one to retry.
+
+Images: a version with an image model also gets the image vectors of every image document — the
+stored file is pictured again in the budgeted child (no OCR: the text comes from SQL) and the
+pictures embedded by the version's image model, written to its image collection with the chunks'
+points; the gate checks those points too. So a change of image model (CLIP's 512 dimensions to
+another model's 1,536) is built beside the live version like any other model change.
 """
 
 from __future__ import annotations
@@ -44,10 +50,12 @@ from app.db.models import (
 from app.db.session import session_scope
 from app.embeddings import EmbeddingUsage
 from app.errors import DocvecError, PermanentError, TransientError
-from app.pipeline.budget import extract_within_budget
+from app.pipeline.budget import extract_within_budget, run_within_budget
+from app.pipeline.extract import IMAGE_TYPES, pictures_of_file
 from app.pipeline.parts import IndexParts, PipelineParts
+from app.pipeline.process import embed_pictures, extract_budget
 from app.pipeline.reuse import embed_reusing, stored_vectors, text_hash
-from app.vectorstore import Point, point_id
+from app.vectorstore import Point, image_point_id, point_id
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +217,7 @@ def build_document(
         if doc is None or doc.generation != generation or doc.status != DocumentStatus.vectorized:
             return None
         file_name, project_id, uri = doc.file_name, doc.project_id, doc.storage_uri
+        pictured = index.images is not None and doc.content_type in IMAGE_TYPES
         rows: list[dict[str, object]] = []
         if chunk_set == active_set:
             rows = [
@@ -226,12 +235,14 @@ def build_document(
                 )
             ]
     new_rows: list[dict[str, object]] | None = None
+    pictures: tuple[bytes, ...] = ()
     try:
         if chunk_set != active_set:
             # Another chunking: the stored file is read, extracted and chunked again.
             data = parts.storage.read(uri)
-            extracted = extract_within_budget(data, file_name, parts.settings)
+            extracted = extract_within_budget(data, file_name, extract_budget(parts, index))
             del data
+            pictures = extracted.page_pictures
             chunks = index.chunker.split(extracted.text)
             new_rows = [
                 {
@@ -250,6 +261,8 @@ def build_document(
                 for c in chunks
             ]
             rows = [{"index": r["chunk_index"], "text": r["content"]} for r in new_rows]
+        elif pictured:
+            pictures = _pictures(parts, uri, file_name)
         texts = [str(r["text"]) for r in rows]
         vectors = (
             embed_reusing(
@@ -267,6 +280,7 @@ def build_document(
             if texts
             else []
         )
+        image_vectors = embed_pictures(index, [pictures])[0]
     except TransientError:
         raise
     except DocvecError as exc:
@@ -288,6 +302,17 @@ def build_document(
         )
         for r, v in zip(rows, vectors, strict=True)
     ]
+    image_points = [
+        Point(
+            id=image_point_id(document_id, page_index),
+            vector=v,
+            project_id=project_id,
+            document_id=document_id,
+            chunk_index=page_index,
+            file_name=file_name,
+        )
+        for page_index, v in enumerate(image_vectors)
+    ]
     with session_scope(parts.sessions) as session:
         doc = session.get(Document, document_id, with_for_update=True, populate_existing=True)
         if doc is None or doc.generation != generation or doc.status != DocumentStatus.vectorized:
@@ -297,6 +322,9 @@ def build_document(
             return None
         index.store.upsert(points)
         index.store.delete_document(document_id, from_chunk_index=len(points))
+        if index.images is not None and image_points:
+            index.images.store.upsert(image_points)
+            index.images.store.delete_document(document_id, from_chunk_index=len(image_points))
         if new_rows is not None:
             session.execute(
                 delete(DocumentChunk).where(
@@ -313,6 +341,24 @@ def build_document(
             chunks=len(points),
         )
     return True
+
+
+def _pictures(parts: PipelineParts, uri: str, file_name: str) -> tuple[bytes, ...]:
+    """The page pictures of a stored image file, made in the budgeted child (no OCR)."""
+    settings = parts.settings
+    data = parts.storage.read(uri)
+    result = run_within_budget(
+        pictures_of_file,
+        data,
+        file_name,
+        max_side=settings.image_embedding.max_side,
+        max_pixels=settings.ocr.max_image_pixels,
+        max_pages=settings.ocr.max_pages,
+        timeout_s=settings.extract_timeout_s,
+        memory_mb=settings.extract_memory_mb,
+    )
+    assert isinstance(result, tuple)
+    return result
 
 
 def _record_failure(
@@ -362,13 +408,14 @@ def verify(parts: PipelineParts, index: IndexParts) -> list[str]:
     if extra:
         index.store.delete_points(extra)
         problems.append(f"{len(extra)} extra points deleted")
-    if missing:
-        short = {
-            doc
-            for doc, n in held.items()
-            for i in range(int(n))
-            if point_id(doc, i, version.chunk_set) in missing
-        }
+    short = {
+        doc
+        for doc, n in held.items()
+        for i in range(int(n))
+        if point_id(doc, i, version.chunk_set) in missing
+    }
+    short |= _verify_images(parts, index, set(held), problems)
+    if short:
         with session_scope(parts.sessions) as session:
             session.execute(
                 delete(IndexVersionDocument).where(
@@ -376,8 +423,35 @@ def verify(parts: PipelineParts, index: IndexParts) -> list[str]:
                     IndexVersionDocument.document_id.in_(short),
                 )
             )
-        problems.append(f"{len(missing)} points missing in {len(short)} documents: rebuilding")
+        problems.append(f"points missing in {len(short)} documents: rebuilding")
     return problems
+
+
+def _verify_images(
+    parts: PipelineParts, index: IndexParts, held: set[uuid.UUID], problems: list[str]
+) -> set[uuid.UUID]:
+    """The gate's image half: every image document the version holds has one image point per
+    page (``page_count``) in the image collection; extra ones are deleted. Returns the documents
+    short of points."""
+    if index.images is None or not held:
+        return set()
+    with session_scope(parts.sessions) as session:
+        pages = {
+            doc_id: int(count or 0)
+            for doc_id, count in session.execute(
+                select(Document.id, Document.page_count).where(
+                    Document.id.in_(held), Document.content_type.in_(sorted(IMAGE_TYPES))
+                )
+            ).all()
+        }
+    expected = {image_point_id(doc, i) for doc, n in pages.items() for i in range(n)}
+    actual = index.images.store.point_ids(document_ids=held)
+    extra = actual - expected
+    if extra:
+        index.images.store.delete_points(extra)
+        problems.append(f"{len(extra)} extra image points deleted")
+    missing = expected - actual
+    return {doc for doc, n in pages.items() for i in range(n) if image_point_id(doc, i) in missing}
 
 
 def _finish(parts: PipelineParts, version_id: uuid.UUID, keep_versions: int) -> tuple[str, bool]:
@@ -465,11 +539,14 @@ def drop_version(parts: PipelineParts, ref: indexes.VersionRef) -> None:
                 )
             )
         session.delete(row)
-    store = parts.store_for(ref.collection)
-    if shared:
-        store.delete_project(ref.project_id)
-    else:
-        store.drop_collection()
+    for collection in (ref.collection, ref.image_collection):
+        if collection is None:
+            continue
+        store = parts.store_for(collection)
+        if shared:
+            store.delete_project(ref.project_id)
+        else:
+            store.drop_collection()
 
 
 def run_build(

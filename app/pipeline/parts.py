@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 from app.embeddings import EmbeddingProvider
+from app.embeddings.images import ImageEmbeddingProvider
 from app.indexes import VersionRef
 from app.pipeline.chunk import Chunker
 from app.storage import FileStorage
@@ -22,16 +23,30 @@ from app.vectorstore import VectorStore
 
 
 @dataclass(frozen=True)
+class ImageParts:
+    """What an index version with an image model embeds and keeps image vectors with: the image
+    provider, the store of its image collection (one point per page of an image document, id
+    :func:`~app.vectorstore.image_point_id`), and ``ensure()``, which creates that collection for
+    the provider's size once per process and returns the size (raises ``DimensionMismatch``)."""
+
+    provider: ImageEmbeddingProvider
+    store: VectorStore
+    ensure: Callable[[], int]
+
+
+@dataclass(frozen=True)
 class IndexParts:
     """What one index version writes and searches with: its provider, its collection's store,
     its chunker, and ``ensure()``, which creates the collection for the provider's vector size
-    once per process and returns that size (raises ``IndexMismatch`` / ``DimensionMismatch``)."""
+    once per process and returns that size (raises ``IndexMismatch`` / ``DimensionMismatch``);
+    and its image model's parts, if it has one."""
 
     version: VersionRef
     provider: EmbeddingProvider
     store: VectorStore
     chunker: Chunker
     ensure: Callable[[], int]
+    images: ImageParts | None = None
 
 
 class PipelineParts(Protocol):

@@ -15,10 +15,16 @@ Guarantees (DESIGN §2):
    embeds and writes with that version's chunker, provider and collection; its commit records the
    document in that version and, under a share lock on the project row, checks that the version
    is still the active one (an activation in between makes the run retry on the new one).
+5. Images (README, Images): when that version has an image model, an image upload's pages are
+   also pictured by the extraction child and embedded by the image model, and their points
+   (``image_point_id(document, page)``) are written to the version's image collection in the same
+   write as the chunks' points, before the SQL transaction. An image in which OCR found no text
+   then has no chunks and is found by what it shows; without an image model it fails as empty.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import time
@@ -54,13 +60,13 @@ from app.errors import (
     VectorStoreLocked,
     VectorStoreUnavailable,
 )
-from app.pipeline.budget import extract_within_budget
+from app.pipeline.budget import ExtractBudget, extract_within_budget
 from app.pipeline.chunk import Chunk
 from app.pipeline.extract import ExtractedText
 from app.pipeline.parts import IndexParts, PipelineParts
 from app.pipeline.reuse import Embedded, embed_reusing, stored_vectors, text_hash
 from app.retrying import retry_call
-from app.vectorstore import Point, point_id
+from app.vectorstore import Point, image_point_id, point_id
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +234,7 @@ def prepare_document(
         stage = "extract"
         t = time.perf_counter()
         # In a child process bounded in time and memory: a hostile file fails only itself.
-        extracted = extract_within_budget(data, claimed.file_name, parts.settings)
+        extracted = extract_within_budget(data, claimed.file_name, extract_budget(parts, index))
         del data
         timings["extract"] = _ms(t)
         if extracted.ocr_ms is not None:
@@ -239,7 +245,7 @@ def prepare_document(
         t = time.perf_counter()
         chunks = index.chunker.split(extracted.text)
         timings["chunk"] = _ms(t)
-        if not chunks:
+        if not chunks and not extracted.page_pictures:
             raise EmptyDocument("no text left after normalisation", stage="chunk")
     except Exception as exc:
         err = _classified(parts, exc, stage, document_id)
@@ -252,6 +258,38 @@ def prepare_document(
     return PreparedDocument(
         document_id, claimed, extracted, chunks, final_attempt, timings, usage, index
     )
+
+
+def extract_budget(parts: PipelineParts, index: IndexParts) -> ExtractBudget:
+    """The extraction budget of the settings, asking for page pictures (of at most
+    ``image_embedding.max_side`` pixels a side) when the index version has an image model."""
+    budget = ExtractBudget.from_settings(parts.settings)
+    if index.images is None:
+        return budget
+    return dataclasses.replace(budget, pictures=parts.settings.image_embedding.max_side)
+
+
+def embed_pictures(
+    index: IndexParts, pictures: Sequence[Sequence[bytes]]
+) -> list[list[list[float]]]:
+    """The image vectors of each document's page pictures (one list per document, in order),
+    embedded in one call; none when the version has no image model or nothing has pictures.
+
+    Raises:
+        what the image provider or the image collection raises (ProviderUnavailable,
+        ProviderRejected, DimensionMismatch).
+    """
+    images = index.images
+    if images is None or not any(pictures):
+        return [[] for _ in pictures]
+    images.ensure()
+    flat = images.provider.embed_images([p for group in pictures for p in group])
+    out: list[list[list[float]]] = []
+    start = 0
+    for group in pictures:
+        out.append(flat[start : start + len(group)])
+        start += len(group)
+    return out
 
 
 def complete_documents(
@@ -324,6 +362,9 @@ def _complete_group(
             on_batch=on_chunks,
         )
         vectors = embedded.vectors
+        t_images = time.perf_counter()
+        pictured = embed_pictures(index, [d.extracted.page_pictures for d in docs])
+        images_ms = _ms(t_images) if any(pictured) else None
     except Exception as exc:
         # The failed call's requests and retries are recorded on the attempts too.
         _charge(docs, usage, None)
@@ -347,13 +388,19 @@ def _complete_group(
             )
         return results
     _charge(docs, usage, _ms(t), embedded)
+    if images_ms is not None:
+        pictures_total = sum(len(p) for p in pictured)
+        for d, own_pictures in zip(docs, pictured, strict=True):
+            if own_pictures:
+                # Part of "embed": the image model's share, by pictures.
+                d.timings["embed_images"] = round(images_ms * len(own_pictures) / pictures_total, 2)
 
     results = []
     start = 0
-    for d in docs:
+    for d, image_vectors in zip(docs, pictured, strict=True):
         own = vectors[start : start + len(d.chunks)]
         start += len(d.chunks)
-        results.append(_observed(parts, _write(parts, d, own)))
+        results.append(_observed(parts, _write(parts, d, own, image_vectors)))
     return results
 
 
@@ -407,8 +454,14 @@ def _charge(
 STORE_RETRY_BASE_S = 2.0
 
 
-def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]) -> ProcessResult:
-    """Upsert one embedded document's points, then record it in one SQL transaction."""
+def _write(
+    parts: PipelineParts,
+    d: PreparedDocument,
+    vectors: list[list[float]],
+    image_vectors: Sequence[Sequence[float]] = (),
+) -> ProcessResult:
+    """Upsert one embedded document's points (and its pages' image points), then record it in
+    one SQL transaction."""
     document_id, claimed, timings = d.document_id, d.claim, d.timings
     assert d.index is not None
     index = d.index
@@ -427,6 +480,19 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
                 text=c.text,
             )
             for c, v in zip(d.chunks, vectors, strict=True)
+        ]
+        # One point per page picture, in the version's image collection (no text: no lexical
+        # side); chunk_index is the 0-based page index.
+        image_points = [
+            Point(
+                id=image_point_id(document_id, page_index),
+                vector=v,
+                project_id=claimed.project_id,
+                document_id=document_id,
+                chunk_index=page_index,
+                file_name=claimed.file_name,
+            )
+            for page_index, v in enumerate(image_vectors)
         ]
         rows = [
             {
@@ -463,6 +529,11 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
                 store.upsert(points)
                 # Points of chunk indexes the new run no longer has (the document got shorter).
                 store.delete_document(document_id, from_chunk_index=len(points))
+                if index.images is not None and image_points:
+                    index.images.store.upsert(image_points)
+                    index.images.store.delete_document(
+                        document_id, from_chunk_index=len(image_points)
+                    )
                 timings["upsert"] = _ms(t)
 
                 stage = "commit"
@@ -473,7 +544,8 @@ def _write(parts: PipelineParts, d: PreparedDocument, vectors: list[list[float]]
                         DocumentChunk.chunk_set == chunk_set,
                     )
                 )
-                session.execute(insert(DocumentChunk), rows)
+                if rows:  # an image found only by what it shows has none
+                    session.execute(insert(DocumentChunk), rows)
                 doc.status = DocumentStatus.vectorized
                 doc.error = None
                 doc.failed_stage = None

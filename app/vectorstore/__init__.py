@@ -23,6 +23,7 @@ from app.vectorstore.base import (
     SearchMode,
     VectorStore,
     fuse_rrf,
+    image_point_id,
     point_id,
 )
 
@@ -111,5 +112,6 @@ __all__ = [
     "VectorStore",
     "create_vector_store",
     "fuse_rrf",
+    "image_point_id",
     "point_id",
 ]

@@ -79,6 +79,19 @@ def point_id(document_id: uuid.UUID, chunk_index: int, chunk_set: str = "") -> u
     return uuid.uuid5(POINT_NAMESPACE, f"{document_id}:{chunk_index}")
 
 
+#: Namespace of the image collections' point ids (README, Images): apart from the chunks', so an
+#: image point's id never equals a chunk's (search fuses the two rankings by id).
+IMAGE_POINT_NAMESPACE = uuid.UUID("2b4f0c6e-8d1a-5e3b-a7c9-41d6e2f0b983")
+
+
+def image_point_id(document_id: uuid.UUID, page_index: int) -> uuid.UUID:
+    """Deterministic id of the image vector of page ``page_index`` (0-based) of an image
+    document: ``uuid5(IMAGE_POINT_NAMESPACE, f"{document_id}:{page_index}")``. In an image
+    collection a point's ``chunk_index`` is that page index, so ``delete_document(document_id,
+    from_chunk_index=n)`` keeps the first ``n`` pages."""
+    return uuid.uuid5(IMAGE_POINT_NAMESPACE, f"{document_id}:{page_index}")
+
+
 def text_sha256(text: str) -> str:
     """Hex SHA-256 of a chunk's UTF-8 text. Each point carries the hash of the text its vector
     embeds, so a vector read back for reuse is taken only for exactly that text

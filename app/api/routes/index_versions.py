@@ -32,6 +32,11 @@ class IndexVersionCreate(BaseModel):
     api_key_env: str | None = Field(None, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     chunk_size: int | None = Field(None, ge=16, le=1_000_000)
     chunk_overlap: int | None = Field(None, ge=0, le=1_000_000)
+    #: The image model (README, Images): ``none`` for none. A local model's folder is the
+    #: settings' (DOCVEC_IMAGE_EMBEDDING__MODEL_PATH): the API does not take paths.
+    image_provider: Literal["none", "local", "gemini", "cohere"] | None = None
+    image_model: str | None = Field(None, min_length=1, max_length=200)
+    image_dimensions: int | None = Field(None, ge=1, le=65_536)
     activate: Literal["auto", "manual"] = "auto"
 
 
@@ -78,6 +83,9 @@ def create_index_version(
             api_key_env=body.api_key_env,
             chunk_size=body.chunk_size,
             chunk_overlap=body.chunk_overlap,
+            image_provider=body.image_provider,
+            image_model=body.image_model,
+            image_dimensions=body.image_dimensions,
         )
     except ValidationError as exc:
         raise HTTPException(422, str(exc)) from exc

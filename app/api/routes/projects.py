@@ -130,7 +130,8 @@ def retry_failed(
 def search(
     project_id: uuid.UUID, body: SearchRequest, session: SessionDep, runtime: RuntimeDep
 ) -> dict[str, object]:
-    """Search the project's chunks: dense, lexical (BM25) or hybrid (RRF); best first."""
+    """Search the project's chunks: dense, lexical (BM25) or hybrid (RRF), and the pages of its
+    image documents by what they show (an index with an image model); best first."""
     project = services.get_project(session, project_id)
     results = run_search(session, runtime=runtime, project=project, body=body)
     return {
@@ -152,4 +153,5 @@ def run_search(
         top_k=body.top_k,
         score_threshold=body.score_threshold,
         mode=body.mode,
+        images=body.images,
     )

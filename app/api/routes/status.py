@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import RuntimeDep
 from app.api.strict_json import StrictJSONRoute
 from app.chat.status import chat_provider_statuses
+from app.embeddings.images.status import image_provider_statuses
 from app.embeddings.status import ProbeMode, provider_statuses
 from app.pipeline.extract import OcrOptions, ocr_status
 
@@ -33,6 +34,10 @@ async def status(
     chat = await run_in_threadpool(
         chat_provider_statuses, runtime.settings.chat, probe=probe, timeout_s=timeout_s
     )
+    # Image embedding providers (images found by what they show, README "Images").
+    images = await run_in_threadpool(
+        image_provider_statuses, runtime.settings.image_embedding, probe=probe, timeout_s=timeout_s
+    )
     # OCR of scans and images (Tesseract): found, version, languages; this process's view.
     ocr = await run_in_threadpool(ocr_status, OcrOptions.from_settings(runtime.settings))
     return {
@@ -40,5 +45,7 @@ async def status(
         "providers": [r.as_dict() for r in report],
         "configured_chat_provider": runtime.settings.chat.provider,
         "chat_providers": [r.as_dict() for r in chat],
+        "configured_image_provider": runtime.settings.image_embedding.provider,
+        "image_providers": [r.as_dict() for r in images],
         "ocr": ocr.as_dict(),
     }

@@ -19,6 +19,7 @@ retrying never helps an unreadable file.
     ├── extract_image()             images.py     pixel, page and decoding guards, then OCR
     │                                             page by page
     │   both: Tesseract             ocr.py        a bounded subprocess per page; ocr_status()
+    │   and, for an image model:    pictures.py   one small PNG per page of an image upload
     ├── extract_docx()              docx.py       zip-bomb guards, then body paragraphs and tables
     │                                             in document order
     └── extract_plain()             text.py       BOM / UTF-8 / charset detection, then as-is
@@ -41,6 +42,7 @@ from app.pipeline.extract.docx import (
 from app.pipeline.extract.images import check_upload as check_image_upload
 from app.pipeline.extract.normalize import normalize_text
 from app.pipeline.extract.ocr import OcrOptions, OcrStatus, ocr_status
+from app.pipeline.extract.pictures import pictures_of_file
 
 __all__ = [
     "DEFAULT_MAX_CHARS",
@@ -58,4 +60,5 @@ __all__ = [
     "extract",
     "normalize_text",
     "ocr_status",
+    "pictures_of_file",
 ]

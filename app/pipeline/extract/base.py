@@ -27,7 +27,9 @@ class ExtractedText:
     """The text of one document, normalised, with its page map when the format has pages.
 
     Attributes:
-        text: normalised full text (see :func:`normalize_text`); never empty.
+        text: normalised full text (see :func:`normalize_text`); never empty, except for an
+            image upload whose ``page_pictures`` were asked for and in which OCR found no text
+            (it is found by what it shows).
         page_starts: PDF and images: character offset into ``text`` where each contributing
             page's text begins, ascending; pages without text are absent. ``None`` for other
             types.
@@ -39,6 +41,9 @@ class ExtractedText:
             scanned pages; every page of an image).
         ocr_ms: wall-clock milliseconds spent in OCR (rendering, decoding and Tesseract), part
             of the extraction's time; None when no page needed OCR.
+        page_pictures: images, when the index has an image model: one PNG per page, at most
+            ``image_embedding.max_side`` pixels a side (:mod:`~app.pipeline.extract.pictures`),
+            for the image embedding model; empty otherwise.
 
     Images (PNG, JPEG, TIFF, WebP) have pages too: one per TIFF page, one for the others.
     """
@@ -51,6 +56,7 @@ class ExtractedText:
     ocr_pages: tuple[int, ...] = ()
     # A timing, not content: two extractions of one file are equal whatever it took.
     ocr_ms: float | None = field(default=None, compare=False)
+    page_pictures: tuple[bytes, ...] = field(default=(), repr=False)
 
     def page_at(self, char_offset: int) -> int | None:
         """Return the 1-based page that holds ``char_offset`` (an index into ``text``).

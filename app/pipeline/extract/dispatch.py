@@ -14,6 +14,7 @@ from app.pipeline.extract.docx import extract_docx
 from app.pipeline.extract.images import extract_image
 from app.pipeline.extract.ocr import OcrOptions
 from app.pipeline.extract.pdf import extract_pdf
+from app.pipeline.extract.pictures import extract_image_with_pictures
 from app.pipeline.extract.text import extract_plain
 
 __all__ = ["DEFAULT_MAX_CHARS", "DEFAULT_MAX_PAGES", "extract"]
@@ -31,6 +32,7 @@ def extract(
     max_pages: int = DEFAULT_MAX_PAGES,
     max_chars: int = DEFAULT_MAX_CHARS,
     ocr: OcrOptions | None = None,
+    pictures: int | None = None,
 ) -> ExtractedText:
     """Extract the normalised text of a document.
 
@@ -45,6 +47,9 @@ def extract(
             refused at the first page past the limit, before the rest is read.
         ocr: how PDF pages without text and images are OCR'd; None = :class:`OcrOptions`'s
             defaults (mode ``auto``, English).
+        pictures: for an image upload, also make one picture per page at most this many
+            pixels a side, for the image embedding model (``ExtractedText.page_pictures``); an
+            image without text is then not empty. None: no pictures.
 
     Returns:
         An :class:`ExtractedText` with non-empty ``text``; PDFs and images also carry their page
@@ -75,6 +80,10 @@ def extract(
     if content_type == "pdf":
         return extract_pdf(data, max_pages=max_pages, max_chars=max_chars, ocr=ocr)
     if content_type in IMAGE_TYPES:
+        if pictures is not None:
+            return extract_image_with_pictures(
+                data, content_type, max_chars=max_chars, ocr=ocr, max_side=pictures
+            )
         return extract_image(data, content_type, max_chars=max_chars, ocr=ocr)
     if content_type == "docx":
         return extract_docx(data, file_name, max_chars=max_chars)
