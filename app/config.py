@@ -352,7 +352,10 @@ class Settings(BaseSettings):
                 f"({self.task_soft_time_limit_s})"
             )
         img = self.image_embedding
-        if img.retry_budget_s + img.request_timeout_s >= self.task_soft_time_limit_s:
+        if (
+            img.provider != "none"
+            and img.retry_budget_s + img.request_timeout_s >= self.task_soft_time_limit_s
+        ):
             raise ValueError(
                 f"image_embedding retry_budget_s ({img.retry_budget_s:g}) + request_timeout_s "
                 f"({img.request_timeout_s:g}) must stay below task_soft_time_limit_s "

@@ -41,7 +41,7 @@ from app.db.models import (
     Project,
     utcnow,
 )
-from app.embeddings import provider_class
+from app.embeddings import create_provider, provider_class
 from app.embeddings.images import default_model as image_default_model
 from app.embeddings.prefixes import model_prefixes
 from app.errors import IndexMismatch
@@ -415,12 +415,27 @@ def check_settings(ref: VersionRef, settings: Settings, *, project_name: str = "
     name = f"project {project_name!r}" if project_name else f"project {ref.project_id}"
     raise IndexMismatch(
         f"{name}: its active index {ref.label()} differs from this process's settings "
-        f"({mine.describe()}): {'; '.join(diff)}. Writing or searching would mix two models or "
+        f"({mine.describe(_documented_dimension(settings))}): {'; '.join(diff)}. Writing or searching would mix two models or "
         "chunkings in one index. To change them, build a new version with `docvec index create "
         f"--project {project_name or ref.project_id}` (it takes the settings, or --provider/"
         "--model/...) and search keeps serving the active one until it is ready; or restore the "
         "settings."
     )
+
+
+def _documented_dimension(settings: Settings) -> int | None:
+    """The settings' vector size as the provider knows it without a request (its documented
+    table, or ``dimensions``), for the refusal's message; None if it cannot tell."""
+    try:
+        provider = create_provider(settings.embedding)
+    except Exception:
+        return None
+    try:
+        return provider.known_dimension()
+    except Exception:
+        return None
+    finally:
+        provider.close()
 
 
 def learn_dimensions(session: Session, version_id: uuid.UUID, dimensions: int) -> None:

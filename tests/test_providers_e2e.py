@@ -126,7 +126,8 @@ def test_openai_compatible_server_through_api_and_worker(
         assert d["status"] == "vectorized", (d["file_name"], d["error"])
         assert d["embedding_model"] == "openai:text-embedding-3-small"
         usage = d["attempts"][-1]["usage"]
-        assert usage["inputs"] == d["chunk_count"] > 0
+        # Each distinct text is sent once: the repeats are shared, not embedded again.
+        assert usage["inputs"] + usage["shared"] + usage["reused"] == d["chunk_count"] > 0
         assert usage["requests"] >= 1 and usage["tokens"] > 0  # tokens reported by the server
         retries += usage["retries"]
         assert rt.vector_store.point_ids(document_ids=[uuid.UUID(d["id"])]) == _chunk_ids(
@@ -275,6 +276,8 @@ def test_switching_to_another_vector_size_is_refused_with_the_remedy(
             assert result.outcome == "failed"
             assert result.error is not None
             assert "768" in result.error and "3072" in result.error
-            assert "re-vectorize" in result.error and "DOCVEC_COLLECTION" in result.error
+            # Refused by the project's index version, with the remedy: a new version beside it.
+            assert result.error_class == "IndexMismatch"
+            assert "docvec index create" in result.error
         finally:
             second.close()

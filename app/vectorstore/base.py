@@ -114,8 +114,8 @@ def dimension_mismatch(collection: str, existing: int, wanted: int) -> Dimension
     """
     return DimensionMismatch(
         f"the collection '{collection}' holds {existing}-dim vectors but the provider makes "
-        f"{wanted}-dim ones; use another DOCVEC_COLLECTION and re-vectorize the projects, "
-        "or switch back the model"
+        f"{wanted}-dim ones; change models with a new index version (`docvec index create`), "
+        "which builds its own collection, or switch back the model"
     )
 
 
