@@ -131,7 +131,7 @@ def test_dimension_mismatch_names_both_sizes_and_the_remedy(
         store.ensure_collection(8)
     message = str(caught.value)
     assert "4-dim" in message and "8-dim" in message
-    assert "DOCVEC_COLLECTION" in message and "re-vectorize" in message
+    assert "docvec index create" in message
 
     project, doc = uuid.uuid4(), uuid.uuid4()
     with pytest.raises(DimensionMismatch, match="3-dim"):
