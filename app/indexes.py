@@ -416,8 +416,8 @@ def check_settings(ref: VersionRef, settings: Settings, *, project_name: str = "
     raise IndexMismatch(
         f"{name}: its active index {ref.label()} differs from this process's settings "
         f"({mine.describe(_documented_dimension(settings))}): {'; '.join(diff)}. Writing or "
-        "searching would mix two models or chunkings in one index. To change them, build a new version with `docvec index create "
-        f"--project {project_name or ref.project_id}` (it takes the settings, or --provider/"
+        "searching would mix two models or chunkings in one index. To change them, build a new "
+        f"version with `docvec index create --project {project_name or ref.project_id}` (it takes the settings, or --provider/"
         "--model/...) and search keeps serving the active one until it is ready; or restore the "
         "settings."
     )
