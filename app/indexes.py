@@ -413,13 +413,16 @@ def check_settings(ref: VersionRef, settings: Settings, *, project_name: str = "
     if not diff:
         return
     name = f"project {project_name!r}" if project_name else f"project {ref.project_id}"
+    settings_text = mine.describe(_documented_dimension(settings))
+    remedy = (
+        f"build a new version with `docvec index create --project {project_name or ref.project_id}`"
+        " (it takes the settings, or --provider/--model/...), and search keeps serving the "
+        "active one until it is ready; or restore the settings"
+    )
     raise IndexMismatch(
         f"{name}: its active index {ref.label()} differs from this process's settings "
-        f"({mine.describe(_documented_dimension(settings))}): {'; '.join(diff)}. Writing or "
-        "searching would mix two models or chunkings in one index. To change them, build a new "
-        f"version with `docvec index create --project {project_name or ref.project_id}` (it takes the settings, or --provider/"
-        "--model/...) and search keeps serving the active one until it is ready; or restore the "
-        "settings."
+        f"({settings_text}): {'; '.join(diff)}. Writing or searching would mix two models or "
+        f"chunkings in one index. To change them, {remedy}."
     )
 
 
