@@ -341,6 +341,28 @@ class Runtime:
             chunk_set=index.version.chunk_set,
         )
 
+    def retriever(
+        self, project_id: uuid.UUID
+    ) -> Callable[[str, int, SearchMode, float | None], list[services.SearchResult]]:
+        """``retrieve(question, top_k, mode, score_threshold)`` over one project's active index
+        (:meth:`search` in a session of its own): what an answer retrieves its sources with
+        (``app.answers.Retrieve``), for the API route and ``docvec ask`` alike."""
+
+        def retrieve(
+            question: str, top_k: int, mode: SearchMode, score_threshold: float | None
+        ) -> list[services.SearchResult]:
+            with self.sessions() as session:
+                return self.search(
+                    session,
+                    project=services.get_project(session, project_id),
+                    query=question,
+                    top_k=top_k,
+                    score_threshold=score_threshold,
+                    mode=mode,
+                )
+
+        return retrieve
+
     def close(self) -> None:
         """Close the vector store (releases Qdrant's local lock), the provider's connections (if
         this runtime built it) and the SQL pool."""

@@ -24,29 +24,15 @@ from app.cli._utilities import (
 from app.config import get_settings
 from app.errors import DocvecError
 from app.runtime import Runtime
-from app.vectorstore import DEFAULT_SEARCH_MODE, SEARCH_MODES, SearchMode
+from app.vectorstore import DEFAULT_SEARCH_MODE, SEARCH_MODES
 
 #: Characters of a source's text shown under its reference.
 _SNIPPET = 160
 
 
 def _retriever(runtime: Runtime, project_id: uuid.UUID) -> answers.Retrieve:
-    """The one place ``ask`` reaches search: the project's chunks for a question."""
-
-    def retrieve(
-        question: str, top_k: int, mode: SearchMode, score_threshold: float | None
-    ) -> list[services.SearchResult]:
-        with runtime.sessions() as session:
-            return runtime.search(
-                session,
-                project=services.get_project(session, project_id),
-                query=question,
-                top_k=top_k,
-                score_threshold=score_threshold,
-                mode=mode,
-            )
-
-    return retrieve
+    """The one place this entry point reaches search (:meth:`Runtime.retriever`)."""
+    return runtime.retriever(project_id)
 
 
 @app.command()

@@ -100,22 +100,8 @@ class AnswerResponse(BaseModel):
 
 
 def _retriever(runtime: Runtime, project_id: uuid.UUID) -> answers.Retrieve:
-    """The one place this route reaches search: the project's chunks for a question."""
-
-    def retrieve(
-        question: str, top_k: int, mode: SearchMode, score_threshold: float | None
-    ) -> list[services.SearchResult]:
-        with runtime.sessions() as session:
-            return runtime.search(
-                session,
-                project=services.get_project(session, project_id),
-                query=question,
-                top_k=top_k,
-                score_threshold=score_threshold,
-                mode=mode,
-            )
-
-    return retrieve
+    """The one place this entry point reaches search (:meth:`Runtime.retriever`)."""
+    return runtime.retriever(project_id)
 
 
 def _failure(exc: DocvecError) -> JSONResponse:
