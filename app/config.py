@@ -183,6 +183,24 @@ class ChunkingSettings(BaseModel):
         return self
 
 
+class JobBatchSettings(BaseModel):
+    """How the outbox relay groups documents into worker messages (app/outbox.py), so a worker
+    fills provider requests with the chunks of many small documents (README, "Batches across
+    documents"). Each document keeps its own generation check, transaction and attempt row."""
+
+    #: Documents per message at most; None = ``embedding.batch_size``, so a message of one-chunk
+    #: documents fills one provider request. 1 = one document per message (no batching).
+    max_documents: int | None = Field(None, ge=1, le=1000)
+    #: File bytes per message at most, summed over its documents' uploads (a larger file still
+    #: goes, alone): large documents fill batches by themselves and are better spread over the
+    #: worker processes than queued behind each other in one task. 4 MiB.
+    max_bytes: int = Field(4 * 1024 * 1024, ge=1)
+    #: Seconds a partly filled message may wait, after its oldest job fell due, for more jobs
+    #: before it is sent anyway: the latency one lone upload pays for batching. 0 = never wait
+    #: (documents accepted in one request or relay pass are still grouped).
+    wait_s: float = Field(0.5, ge=0, le=60)
+
+
 class OcrSettings(BaseModel):
     """Optical character recognition of scans and images (app/pipeline/extract/ocr.py): Tesseract,
     run page by page inside the extraction child's budget."""
@@ -324,6 +342,7 @@ class Settings(BaseSettings):
     chunking: ChunkingSettings = Field(default_factory=ChunkingSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     ocr: OcrSettings = Field(default_factory=OcrSettings)
+    job_batch: JobBatchSettings = Field(default_factory=JobBatchSettings)
     image_embedding: ImageEmbeddingSettings = Field(default_factory=ImageEmbeddingSettings)
 
     @model_validator(mode="after")

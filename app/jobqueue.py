@@ -12,15 +12,21 @@ SQL's to say (``documents.queued_at`` and the outbox, :mod:`app.outbox`), not th
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
 from kombu import Connection
 
+from app import outbox
 from app.config import Settings
 
 #: Name of the task that vectorizes one document: args ``(document_id: str, generation: int)``.
+#: Still served, for messages an older docvec published; the relay now sends PROCESS_DOCUMENTS.
 PROCESS_DOCUMENT = "docvec.process_document"
+#: Name of the task that vectorizes several documents with shared provider requests: args
+#: ``(jobs: list[[document_id: str, generation: int]])`` (app/outbox.py groups them).
+PROCESS_DOCUMENTS = "docvec.process_documents"
 #: Periodic sweep for stuck documents (scheduled by ``docvec beat``).
 SWEEP = "docvec.sweep"
 #: ``build_index_version(version_id)``: one step of an index build (app/pipeline/build.py).
@@ -30,6 +36,21 @@ BUILD_INDEX_VERSION = "docvec.build_index_version"
 #: outbox): short, because the API publishes inline after a request and a broker outage must not
 #: hold the answer.
 PUBLISH_TIMEOUT_S = 3.0
+
+
+def encode_jobs(jobs: Sequence[tuple[uuid.UUID, int]]) -> list[list[str | int]]:
+    """The JSON form of :data:`PROCESS_DOCUMENTS`' argument: ``[[document_id, generation], ...]``
+    (ids, never payloads, through the broker)."""
+    return [[str(document_id), generation] for document_id, generation in jobs]
+
+
+def decode_jobs(jobs: Sequence[Sequence[str | int]]) -> list[tuple[uuid.UUID, int]]:
+    """:func:`encode_jobs` undone.
+
+    Raises:
+        ValueError: an item is not ``[uuid, int]``.
+    """
+    return [(uuid.UUID(str(d)), int(g)) for d, g in jobs]
 
 
 def is_amqp(url: str) -> bool:
@@ -55,6 +76,7 @@ def shared_conf(settings: Settings) -> dict[str, Any]:
         "task_default_queue": settings.queue,
         "task_routes": {
             PROCESS_DOCUMENT: {"queue": settings.queue},
+            PROCESS_DOCUMENTS: {"queue": settings.queue},
             SWEEP: {"queue": settings.queue},
             BUILD_INDEX_VERSION: {"queue": settings.queue},
         },
@@ -111,6 +133,34 @@ class JobQueue:
         """
         self._celery.send_task(
             PROCESS_DOCUMENT, args=[str(document_id), generation], queue=self.settings.queue
+        )
+
+    def enqueue_batch(
+        self, jobs: Sequence[tuple[uuid.UUID, int]], countdown_s: float | None = None
+    ) -> None:
+        """Publish one message of several jobs: one worker task runs them with shared provider
+        requests (:data:`PROCESS_DOCUMENTS`); with ``countdown_s`` the message is held back that
+        many seconds (a retry).
+
+        Raises:
+            kombu.exceptions.OperationalError (or another broker error): as :meth:`enqueue`.
+        """
+        self._celery.send_task(
+            PROCESS_DOCUMENTS,
+            args=[encode_jobs(jobs)],
+            queue=self.settings.queue,
+            countdown=countdown_s,
+        )
+
+    def publisher(self) -> outbox.Publisher:
+        """The outbox relay's publisher: messages of several documents, as ``job_batch`` in the
+        settings says (``max_documents`` None = the embedding ``batch_size``)."""
+        batching = self.settings.job_batch
+        return outbox.Publisher(
+            self.enqueue_batch,
+            max_documents=batching.max_documents or self.settings.embedding.batch_size,
+            max_bytes=batching.max_bytes,
+            wait_s=batching.wait_s,
         )
 
     def enqueue_build(self, version_id: uuid.UUID) -> None:

@@ -8,11 +8,18 @@ from __future__ import annotations
 from celery import Celery
 
 from app.config import Settings, get_settings
-from app.jobqueue import BUILD_INDEX_VERSION, PROCESS_DOCUMENT, SWEEP, shared_conf
+from app.jobqueue import (
+    BUILD_INDEX_VERSION,
+    PROCESS_DOCUMENT,
+    PROCESS_DOCUMENTS,
+    SWEEP,
+    shared_conf,
+)
 
 __all__ = [
     "BUILD_INDEX_VERSION",
     "PROCESS_DOCUMENT",
+    "PROCESS_DOCUMENTS",
     "SWEEP",
     "celery_app",
     "create_celery",

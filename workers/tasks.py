@@ -26,11 +26,18 @@ from app.config import get_settings
 from app.db.models import Document, IndexState, IndexVersion, utcnow
 from app.db.session import session_scope
 from app.errors import TransientError
-from app.jobqueue import JobQueue
+from app.jobqueue import JobQueue, decode_jobs, encode_jobs
 from app.pipeline.build import build_step
-from app.pipeline.process import RunOutcome, process_document
+from app.pipeline.ingest import process_batch
+from app.pipeline.process import ProcessResult, RunOutcome, process_document
 from app.runtime import Runtime
-from workers.celery_app import BUILD_INDEX_VERSION, PROCESS_DOCUMENT, SWEEP, celery_app
+from workers.celery_app import (
+    BUILD_INDEX_VERSION,
+    PROCESS_DOCUMENT,
+    PROCESS_DOCUMENTS,
+    SWEEP,
+    celery_app,
+)
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
@@ -120,7 +127,9 @@ def _retry(
 def process_document_task(
     self: Task[Any, Any], document_id: str, generation: int
 ) -> dict[str, Any]:
-    """Vectorize one document (by id) for the given generation; retries transient failures."""
+    """Vectorize one document (by id) for the given generation; retries transient failures.
+    The relay sends :func:`process_documents_task` messages now; this one serves messages an
+    older docvec published."""
     retries = int(self.request.retries)
     final = retries >= (self.max_retries or 0)
     try:
@@ -145,6 +154,88 @@ def process_document_task(
     return {"document_id": document_id, "outcome": str(result.outcome), "chunks": result.chunks}
 
 
+@celery_app.task(
+    name=PROCESS_DOCUMENTS,
+    bind=True,
+    # Retries of the message itself, for runs stopped before their documents (the database
+    # away, the soft time limit between two documents); a document's own retries are counted
+    # on its attempt rows (app.pipeline.ingest.attempt_runs).
+    max_retries=_settings.max_retries,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=_settings.task_soft_time_limit_s,
+    time_limit=_settings.task_time_limit_s,
+    throws=(DocumentFailed,),
+)
+def process_documents_task(self: Task[Any, Any], jobs: list[list[Any]]) -> dict[str, Any]:
+    """Vectorize several documents (``[[document_id, generation], ...]``) with shared provider
+    requests (app/pipeline/ingest.py: process_batch); each keeps its own attempt and outcome.
+
+    Documents that end ``retrying`` are queued again together, through the outbox, after the
+    longest of their backoffs (so the retry is batched too). The task is a FAILURE in Flower when
+    any of its documents failed for good, naming each; the others' outcomes are in its message
+    and in SQL.
+    """
+    pairs = decode_jobs(jobs)
+    rt = runtime()
+    batch = process_batch(rt, pairs, max_retries=_settings.max_retries, task_id=self.request.id)
+    generations = dict(pairs)
+    resend = list(batch.not_run)
+    stopped: BaseException | None = batch.stopped
+    if stopped is not None:
+        log.warning(
+            "task %s stopped before %d document(s): %s", self.request.id, len(resend), stopped
+        )
+    retrying = [r for r in batch.results if r.outcome == RunOutcome.retrying]
+    if retrying:
+        countdown = max(
+            retry_countdown(batch.runs[r.document_id].attempt - 1, r.retry_after_s)
+            for r in retrying
+        )
+        again = [(r.document_id, generations[r.document_id]) for r in retrying]
+        try:
+            _retry_later(again, countdown)
+        except SQLAlchemyError as exc:  # the database went away: the message itself retries
+            resend += again
+            stopped = stopped or exc
+    if resend:
+        raise self.retry(
+            args=(encode_jobs(resend),),
+            countdown=retry_countdown(int(self.request.retries)),
+            exc=stopped if isinstance(stopped, Exception) else None,
+        )
+    return _batch_outcome(batch.results)
+
+
+def _retry_later(jobs: list[tuple[uuid.UUID, int]], countdown: float) -> None:
+    queue = JobQueue(_settings)
+    try:
+        outbox.retry_later(
+            runtime().sessions, jobs, countdown_s=countdown, publish_later=queue.enqueue_batch
+        )
+    finally:
+        queue.close()
+
+
+def _batch_outcome(results: list[ProcessResult]) -> dict[str, Any]:
+    """The task's result, or :class:`DocumentFailed` naming each document that failed for good."""
+    failed = [r for r in results if r.outcome == RunOutcome.failed]
+    if failed:
+        reasons = "; ".join(
+            f"document {r.document_id}: {r.error_class} at {r.stage}: {r.error}" for r in failed
+        )
+        others = len(results) - len(failed)
+        raise DocumentFailed(
+            f"{len(failed)} of {len(results)} document(s) failed for good: {reasons}"
+            + (f" ({others} other(s) of this task did not fail)" if others else "")
+        )
+    return {
+        "documents": len(results),
+        "outcomes": {str(r.document_id): str(r.outcome) for r in results},
+        "chunks": sum(r.chunks for r in results),
+    }
+
+
 @celery_app.task(name=SWEEP, soft_time_limit=120, time_limit=180, acks_late=False)
 def sweep_task() -> dict[str, int]:
     """Close abandoned attempts, queue documents stuck in ``processing`` or lost while
@@ -164,7 +255,7 @@ def sweep_task() -> dict[str, int]:
                 queue_depth=depth,
                 max_runs=_settings.max_retries + 1,
             )
-        relayed = outbox.relay(runtime().sessions, queue.enqueue)
+        relayed = outbox.relay(runtime().sessions, queue.publisher().flushing())
         builds = _resume_builds(queue)
     finally:
         queue.close()

@@ -18,11 +18,16 @@ class Dispatcher:
 
     ``dispatch(session, jobs)`` records the jobs in the request's own transaction, commits it,
     and relays the outbox at once; it returns False when the broker did not take them (they
-    stay in the outbox: the API's relay thread publishes them when the broker is back).
+    stay in the outbox: the API's relay thread publishes them when the broker is back). Jobs
+    held back to fill a message of several documents count as taken: the relay thread sends
+    them within ``job_batch.wait_s``.
     """
 
     def __init__(
-        self, runtime: Runtime, publish: Enqueue, relay_thread: outbox.RelayThread | None
+        self,
+        runtime: Runtime,
+        publish: Enqueue | outbox.Publisher,
+        relay_thread: outbox.RelayThread | None,
     ) -> None:
         self._runtime, self._publish, self._relay_thread = runtime, publish, relay_thread
 
@@ -32,7 +37,9 @@ class Dispatcher:
         if not jobs:
             return True
         report = outbox.relay(self._runtime.sessions, self._publish)
-        if not report.ok and self._relay_thread is not None:
+        if (not report.ok or report.held) and self._relay_thread is not None:
+            # The thread retries a failed publish, or sends a partly filled message once its
+            # wait is over (settings.job_batch.wait_s).
             self._relay_thread.kick()
         return report.ok
 

@@ -56,9 +56,11 @@ def create_app(
     # Credentials sent in a URL by mistake never reach the access log, whatever server runs us.
     access_log.install()
     queue: JobQueue | None = None
+    publish: Enqueue | outbox.Publisher | None = enqueue
     if enqueue is None:
         queue = JobQueue(settings)
-        enqueue, broker_ping = queue.enqueue, queue.ping
+        # Messages of several documents (settings.job_batch): workers share provider requests.
+        publish, broker_ping = queue.publisher(), queue.ping
         if enqueue_build is None:
             enqueue_build = queue.enqueue_build
 
@@ -67,11 +69,11 @@ def create_app(
         if settings.auto_migrate:
             migrate.upgrade(settings.sqlalchemy_url)
         app.state.runtime = runtime or Runtime(settings)
-        assert enqueue is not None
+        assert publish is not None
         relay_thread = outbox.RelayThread(
-            app.state.runtime.sessions, enqueue, interval_s=settings.outbox_relay_interval_s
+            app.state.runtime.sessions, publish, interval_s=settings.outbox_relay_interval_s
         )
-        app.state.dispatcher = Dispatcher(app.state.runtime, enqueue, relay_thread)
+        app.state.dispatcher = Dispatcher(app.state.runtime, publish, relay_thread)
         app.state.broker_ping = broker_ping
         app.state.enqueue_build = enqueue_build
         app.state.queue = queue

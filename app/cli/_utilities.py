@@ -144,7 +144,8 @@ def publish_outbox(runtime: Runtime, count: int) -> None:
 
     queue = JobQueue(runtime.settings)
     try:
-        report = outbox.relay(runtime.sessions, queue.enqueue)
+        # This process relays once and exits: nothing waits to fill a message.
+        report = outbox.relay(runtime.sessions, queue.publisher().flushing())
     finally:
         queue.close()
     if report.ok:

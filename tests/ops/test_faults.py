@@ -7,7 +7,7 @@
 * Broker restart: the broker (a private Redis, or RabbitMQ's application) restarts mid-run; every
   document still finishes and the workers stay up. Their Prometheus endpoint reports what they
   embedded.
-* Flower: a corrupt file's task is a FAILURE naming its error class.
+* Flower: a corrupt file's task is a FAILURE naming it and its error class.
 
 Every test runs twice: on Redis and on RabbitMQ (``any_broker``, tests/plugins/brokers.py).
 * Concurrency: ten re-vectorize requests for one document at once, against a real `docvec api`
@@ -226,8 +226,8 @@ def test_broker_restart_metrics_and_concurrent_revectorize(
 
 
 def test_flower_tells_the_truth(cluster: dict[str, str], tmp_path: Path, corpus: Path) -> None:
-    """A document that fails for good is a FAILURE in Flower with its error class and reason; a
-    vectorized one a SUCCESS."""
+    """A task whose document fails for good is a FAILURE in Flower naming the document, its error
+    class and reason; a task whose documents were vectorized a SUCCESS."""
     procs: list[Proc] = []
     try:
         api, url = _api(cluster, tmp_path)
@@ -245,32 +245,47 @@ def test_flower_tells_the_truth(cluster: dict[str, str], tmp_path: Path, corpus:
         time.sleep(2)  # Flower subscribes to the event stream after it listens
         pid = httpx.post(f"{url}/projects", json={"name": "flower"}).json()["id"]
         broken = (corpus / "pdf/broken/truncated-pdflatex-4-pages.pdf").read_bytes()
-        files = [
-            ("files", ("good.txt", _texts(corpus, 1)[0][1], "text/plain")),
-            ("files", ("broken.pdf", broken, "application/pdf")),
-        ]
-        r = httpx.post(f"{url}/projects/{pid}/documents", files=files, timeout=60)
-        assert r.status_code == 202, r.text
-        good, bad = (d["id"] for d in r.json()["documents"])
+        texts = _texts(corpus, 2)
+
+        def upload(files: list[tuple[str, tuple[str, bytes, str]]]) -> list[str]:
+            r = httpx.post(f"{url}/projects/{pid}/documents", files=files, timeout=60)
+            assert r.status_code == 202, r.text
+            return [d["id"] for d in r.json()["documents"]]
 
         def states() -> dict[str, dict[str, object]]:
             tasks = httpx.get(f"http://127.0.0.1:{flower_port}/api/tasks", timeout=30).json()
             by_doc: dict[str, dict[str, object]] = {}
             for task in tasks.values():
                 args = str(task.get("args") or "")
-                for doc in (good, bad):
+                for doc in ids:
                     if doc in args and task.get("state") in ("SUCCESS", "FAILURE"):
                         by_doc[doc] = task
             return by_doc
 
-        wait_until(lambda: len(states()) == 2, 180, "Flower to see both tasks end", on_tick=None)
+        # Alone in its message, a good document's task is a SUCCESS.
+        ids = upload([("files", ("good.txt", texts[0][1], "text/plain"))])
+        good = ids[0]
+        wait_until(lambda: good in states(), 180, "Flower to see the task end", on_tick=None)
+        assert states()[good]["state"] == "SUCCESS"
+        # Uploaded together, a good and a broken document share one message (one task): it is
+        # a FAILURE naming the broken document, its error class and reason; the good one is
+        # vectorized all the same.
+        other, bad = upload(
+            [
+                ("files", ("other.txt", texts[1][1], "text/plain")),
+                ("files", ("broken.pdf", broken, "application/pdf")),
+            ]
+        )
+        ids += [other, bad]
+        wait_until(lambda: bad in states(), 180, "Flower to see the task end", on_tick=None)
         seen = states()
-        assert seen[good]["state"] == "SUCCESS"
         assert seen[bad]["state"] == "FAILURE", seen[bad]
         exception = str(seen[bad].get("exception"))
         assert "DocumentFailed" in exception and "CorruptDocument" in exception, exception
+        assert bad in exception and other not in exception, exception
         doc = httpx.get(f"{url}/documents/{bad}").json()
         assert doc["status"] == "failed" and doc["error"] and doc["error"][:40] in exception
+        assert httpx.get(f"{url}/documents/{other}").json()["status"] == "vectorized"
     finally:
         for p in reversed(procs):
             p.stop()
