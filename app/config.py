@@ -197,8 +197,10 @@ class JobBatchSettings(BaseModel):
     max_bytes: int = Field(4 * 1024 * 1024, ge=1)
     #: Seconds a partly filled message may wait, after its oldest job fell due, for more jobs
     #: before it is sent anyway: the latency one lone upload pays for batching. 0 = never wait
-    #: (documents accepted in one request or relay pass are still grouped).
-    wait_s: float = Field(0.5, ge=0, le=60)
+    #: (documents accepted in one request or relay pass are still grouped). None = 0.5 with a
+    #: remote embedding provider (limited and billed per request), 0 with the local model,
+    #: whose worker processes are better all kept busy than its batches filled.
+    wait_s: float | None = Field(None, ge=0, le=60)
 
 
 class OcrSettings(BaseModel):

@@ -20,6 +20,7 @@ from kombu import Connection
 
 from app import outbox
 from app.config import Settings
+from app.embeddings import provider_class
 
 #: Name of the task that vectorizes one document: args ``(document_id: str, generation: int)``.
 #: Still served, for messages an older docvec published; the relay now sends PROCESS_DOCUMENTS.
@@ -31,6 +32,11 @@ PROCESS_DOCUMENTS = "docvec.process_documents"
 SWEEP = "docvec.sweep"
 #: ``build_index_version(version_id)``: one step of an index build (app/pipeline/build.py).
 BUILD_INDEX_VERSION = "docvec.build_index_version"
+
+#: Seconds a partly filled message waits for more jobs with a remote embedding provider, unless
+#: ``DOCVEC_JOB_BATCH__WAIT_S`` says otherwise: a lone upload's added latency, and long enough for
+#: the uploads of a client sending a folder file by file to meet in one message.
+DEFAULT_REMOTE_WAIT_S = 0.5
 
 #: Seconds a publish may wait for the broker before it counts as failed (the job stays in the
 #: outbox): short, because the API publishes inline after a request and a broker outage must not
@@ -154,13 +160,18 @@ class JobQueue:
 
     def publisher(self) -> outbox.Publisher:
         """The outbox relay's publisher: messages of several documents, as ``job_batch`` in the
-        settings says (``max_documents`` None = the embedding ``batch_size``)."""
+        settings says (``max_documents`` None = the embedding ``batch_size``; ``wait_s`` None =
+        :data:`DEFAULT_REMOTE_WAIT_S` for a remote embedding provider, 0 for the local model)."""
         batching = self.settings.job_batch
+        wait_s = batching.wait_s
+        if wait_s is None:
+            remote = provider_class(self.settings.embedding.provider).remote
+            wait_s = DEFAULT_REMOTE_WAIT_S if remote else 0.0
         return outbox.Publisher(
             self.enqueue_batch,
             max_documents=batching.max_documents or self.settings.embedding.batch_size,
             max_bytes=batching.max_bytes,
-            wait_s=batching.wait_s,
+            wait_s=wait_s,
         )
 
     def enqueue_build(self, version_id: uuid.UUID) -> None:

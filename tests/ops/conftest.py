@@ -27,6 +27,9 @@ def cluster(
         DOCVEC_EMBEDDING__RETRY_BUDGET_S="5",
         DOCVEC_EMBEDDING__REQUEST_TIMEOUT_S="5",
         DOCVEC_LOG_LEVEL="WARNING",
+        # Messages of 4 documents: several documents per task (a kill lands mid-message), and
+        # enough messages for every worker to get some (each test watches each worker).
+        DOCVEC_JOB_BATCH__MAX_DOCUMENTS="4",
     )
     for k, v in env.items():
         monkeypatch.setenv(k, v)

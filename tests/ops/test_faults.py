@@ -142,7 +142,7 @@ def test_kill_random_workers_loses_nothing(
         r = httpx.get(f"http://127.0.0.1:{flower_port}/api/tasks", timeout=30)
         assert r.status_code == 200, (r.status_code, r.text[:300], flower.tail())
         seen = r.json()
-        assert any(t.get("name") == "docvec.process_document" for t in seen.values())
+        assert any(t.get("name") == "docvec.process_documents" for t in seen.values())
     finally:
         for p in procs:
             p.stop()
