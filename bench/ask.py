@@ -1,6 +1,6 @@
 """Latency of ``docvec ask`` on the embedded defaults: retrieval vs generation, warm and cold.
 
-    .venv/bin/python bench/ask.py [--rounds 5] [--top-k 8] [--data-dir DIR --project P]
+    .venv/bin/python bench/ask.py [--quick] [--rounds 5] [--top-k 8] [--data-dir DIR --project P]
 
 Without ``--data-dir`` it ingests four corpus documents (RFC 3986, RFC 1035, two FastAPI pages;
 347 chunks with the default chunking) into a temporary data dir first. Then, in one process with
@@ -8,7 +8,8 @@ the local model loaded (as the API runs), it asks eight questions ``--rounds`` t
 answer service — retrieval (query embedding + search + chunk texts from SQL) and generation
 (prompt packing + the configured chat provider + the citation filter) timed apart — for each
 search mode. Last, the wall time of whole ``docvec ask`` processes (start, model load, store open,
-answer), which is what a user at a terminal waits for.
+answer), which is what a user at a terminal waits for. ``--quick`` (``make bench-quick``): the two
+FastAPI pages only, one round and one ``docvec ask`` process.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ QUESTIONS = [
 ]
 
 
-def ingest(rt: Runtime, project: str) -> int:
+def ingest(rt: Runtime, project: str, docs: list[str]) -> int:
     with rt.sessions() as s:
         proj = services.get_or_create_project(s, name=project)
         ids = [
@@ -64,7 +65,7 @@ def ingest(rt: Runtime, project: str) -> int:
                 file_name=Path(rel).name,
                 pieces=[(common.CORPUS / rel).read_bytes()],
             ).document.id
-            for rel in DOCS
+            for rel in docs
         ]
         s.commit()
     chunks = 0
@@ -108,7 +109,11 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--project", default="ask-bench")
     parser.add_argument("--cli-runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="two documents, one round")
     args = parser.parse_args()
+    docs = DOCS[2:] if args.quick else DOCS
+    if args.quick:
+        args.rounds, args.cli_runs = 1, 1
     before = common.machine()
     tmp = None
     data_dir = args.data_dir
@@ -123,8 +128,8 @@ def main() -> None:
     first = None
     try:
         if args.data_dir is None:
-            chunks = ingest(rt, args.project)
-            common.console.print(f"ingested {len(DOCS)} documents, {chunks} chunks")
+            chunks = ingest(rt, args.project, docs)
+            common.console.print(f"ingested {len(docs)} documents, {chunks} chunks")
             rt.close()
             rt = Runtime(settings)  # a fresh process's state: model and store not loaded
             t0 = time.perf_counter()
