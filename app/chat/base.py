@@ -34,21 +34,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from typing_extensions import override
 
 from app.config import ChatSettings, read_secret
-from app.embeddings.http_helpers import is_network_error, redact, transient_status
 from app.embeddings.ratelimit import RateLimiter
-from app.embeddings.remote import MAX_MESSAGE_CHARS
-from app.errors import DocvecError, ProviderRejected, ProviderUnavailable, TransientError
+from app.embeddings.sdk_client import SdkClient
+from app.errors import ProviderUnavailable, TransientError
 from app.retrying import backoff_delay
 
 log = logging.getLogger(__name__)
@@ -226,13 +223,13 @@ class ChatProvider(ABC):
         }
 
 
-class RemoteChatProvider(ChatProvider, Generic[ClientT]):
-    """A chat model behind a server, reached through its SDK's client ``ClientT``."""
+class RemoteChatProvider(SdkClient[ClientT], ChatProvider):
+    """A chat model behind a server, reached through its SDK's client ``ClientT`` (client, key,
+    redaction and error mapping: :class:`~app.embeddings.sdk_client.SdkClient`)."""
 
     remote: ClassVar[bool] = True
-    #: Module imported before the client is built, and the package that installs it.
-    client_module: ClassVar[str] = ""
-    client_package: ClassVar[str] = ""
+    family: ClassVar[str] = "chat provider"
+    key_env_setting: ClassVar[str] = "DOCVEC_CHAT__API_KEY_ENV"
     #: First backoff delay (seconds) and its cap; each retry doubles it, times [0.5, 1).
     backoff_base_s: float = 0.5
     backoff_max_s: float = 4.0
@@ -240,18 +237,11 @@ class RemoteChatProvider(ChatProvider, Generic[ClientT]):
     def __init__(self, settings: ChatSettings) -> None:
         super().__init__(settings)
         self.limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
-        self._client_obj: ClientT | None = None
-        self._client_lock = threading.Lock()
-        self._key: str | None = None
+        self._init_client()
         #: Seconds slept between tries: injectable for tests of the waiting itself.
         self.sleep: Callable[[float], None] = time.sleep
 
-    # ---- what a provider implements ------------------------------------------------------------
-    @abstractmethod
-    def _build_client(self, key: str | None) -> ClientT:
-        """The SDK's client for ``base_url`` with ``key``, its own retries off (this class owns
-        them) and ``request_timeout_s`` as its timeout."""
-
+    # ---- what a provider implements (and _build_client, _map_error: SdkClient) ---------------
     @abstractmethod
     def _complete(self, client: ClientT, prompt: ChatPrompt, *, max_tokens: int) -> Piece:
         """One non-streamed request of at most ``max_tokens`` answer tokens: the whole answer
@@ -262,92 +252,8 @@ class RemoteChatProvider(ChatProvider, Generic[ClientT]):
         """One streamed request of at most ``max_tokens`` answer tokens: its pieces in order,
         the last with the finish reason. Closing the iterator must close the HTTP response."""
 
-    def _map_error(self, exc: Exception) -> DocvecError | None:
-        """``exc`` as a provider error, None to let it pass. Providers handle their SDK's HTTP
-        error types first, then defer here for network errors."""
-        if is_network_error(exc):
-            return ProviderUnavailable(
-                f"{self.name}: cannot reach {self.base_url}: "
-                + self._redact(f"{type(exc).__name__}: {exc}")
-            )
-        return None
-
     # ---- shared --------------------------------------------------------------------------------
-    def _client(self) -> ClientT:
-        """The SDK client, built on first use.
-
-        Raises:
-            ProviderRejected: the SDK is not installed, or a required key is missing.
-        """
-        with self._client_lock:
-            if self._client_obj is None:
-                try:
-                    importlib.import_module(self.client_module)
-                except ImportError:
-                    raise ProviderRejected(
-                        f"{self.name} chat provider unavailable: pip install {self.client_package}"
-                    ) from None
-                key = self._client_key()
-                self._key = key
-                self._client_obj = self._build_client(key)
-            return self._client_obj
-
-    def _client_key(self) -> str | None:
-        _, key = self.api_key()
-        if key is None and self.requires_api_key:
-            raise ProviderRejected(
-                f"{self.label} needs an API key: set "
-                + " or ".join(self.api_key_names())
-                + " (DOCVEC_CHAT__API_KEY_ENV names another variable)"
-            )
-        return key
-
     @override
-    def close(self) -> None:
-        with self._client_lock:
-            client, self._client_obj = self._client_obj, None
-        if client is not None:
-            self._close_client(client)
-
-    def _close_client(self, client: ClientT) -> None:
-        """Close the SDK's client (its connection pool); each SDK spells it its own way."""
-        close = getattr(client, "close", None)
-        if callable(close):
-            close()
-
-    def _redact(self, text: str) -> str:
-        """``text`` without the key in use or anything shaped like a key."""
-        return redact(text, [self._key])
-
-    @contextmanager
-    def _mapped_errors(self) -> Iterator[None]:
-        """Raise what the SDK raises as the error tree's class; others pass unchanged."""
-        try:
-            yield
-        except DocvecError:
-            raise
-        except Exception as exc:
-            mapped = self._map_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
-
-    def _status_line(self, status: int, message: object, code: object = None) -> str:
-        """``"<name>: HTTP <status> [<code>][: <message>]"``, redacted and bounded."""
-        text = self._redact(str(message or "")).strip()[:MAX_MESSAGE_CHARS]
-        what = f"{self.name}: HTTP {status}" + (f" {code}" if code else "")
-        return what + (f": {text}" if text else "")
-
-    def _http_error(
-        self, status: int, what: str, *, retry_after_s: float | None, transient: bool | None = None
-    ) -> ProviderUnavailable | ProviderRejected:
-        """An HTTP error answer as the error tree's class (429, 408, 5xx transient)."""
-        if transient is None:
-            transient = transient_status(status)
-        if transient:
-            return ProviderUnavailable(what, retry_after_s=retry_after_s)
-        return ProviderRejected(what + self._rejection_hint(status))
-
     def _rejection_hint(self, status: int) -> str:
         """What to check, appended to a permanent error with this status."""
         if status == 401:

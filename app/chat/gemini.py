@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from typing_extensions import override
 
 from app.chat.base import ChatPrompt, Piece, RemoteChatProvider, close_iterator
-from app.embeddings.gemini import _retry_delay
-from app.embeddings.http_helpers import parse_retry_after
+from app.embeddings.http_helpers import google_retry_delay, parse_retry_after
 from app.errors import DocvecError, ProviderRejected, ProviderUnavailable
 
 if TYPE_CHECKING:
@@ -131,7 +130,7 @@ class GeminiChat(RemoteChatProvider["Client"]):
             headers = dict(response.headers) if response is not None else None
             wait = parse_retry_after(headers)
             if wait is None:
-                wait = _retry_delay(exc.details)
+                wait = google_retry_delay(exc.details)
             return self._http_error(status, what, retry_after_s=wait)
         if isinstance(exc, json.JSONDecodeError):
             # The SDK parses each event's JSON: a stream cut inside one ends here.

@@ -32,7 +32,7 @@ from typing_extensions import override
 
 from app.config import EmbeddingSettings
 from app.embeddings.base import Embedded, InputKind
-from app.embeddings.http_helpers import parse_duration, parse_retry_after
+from app.embeddings.http_helpers import google_retry_delay, parse_retry_after
 from app.embeddings.remote import RemoteProvider, tiktoken_encoding
 from app.errors import DocvecError, ProviderRejected, ProviderUnavailable
 
@@ -186,7 +186,7 @@ class GeminiProvider(RemoteProvider["Client"]):
             response = getattr(exc, "response", None)
             headers = dict(response.headers) if response is not None else None
             seconds = parse_retry_after(headers)
-            return seconds if seconds is not None else _retry_delay(exc.details)
+            return seconds if seconds is not None else google_retry_delay(exc.details)
 
         return self._http_error(status, what, retry_after_s=retry_after)
 
@@ -195,13 +195,3 @@ class GeminiProvider(RemoteProvider["Client"]):
         if status == 404:
             return f" (is {self.model!r} an embedding model of the Gemini API?)"
         return ""
-
-
-def _retry_delay(body: Any) -> float | None:
-    """Seconds of a ``google.rpc.RetryInfo`` detail (``{"retryDelay": "36s"}``), if any."""
-    error = body.get("error", body) if isinstance(body, dict) else None
-    details = error.get("details") if isinstance(error, dict) else None
-    for d in details or []:
-        if isinstance(d, dict) and str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            return parse_duration(str(d.get("retryDelay", "")))
-    return None

@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 # ---- secrets ---------------------------------------------------------------------------------
 #: Shapes of API keys and credentials SDK messages are known to echo (OpenAI's "Incorrect API key
@@ -47,6 +48,18 @@ def parse_duration(value: str) -> float | None:
         return None
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
     return sum(float(p["n"]) * scale[p["unit"]] for p in parts)
+
+
+def google_retry_delay(body: Any) -> float | None:
+    """Seconds of a ``google.rpc.RetryInfo`` detail in a Google API error body
+    (``{"error": {"details": [{"@type": "...google.rpc.RetryInfo", "retryDelay": "36s"}]}}``),
+    None if it has none. Gemini sends it with 429 RESOURCE_EXHAUSTED."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    for d in details or []:
+        if isinstance(d, dict) and str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            return parse_duration(str(d.get("retryDelay", "")))
+    return None
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:

@@ -31,19 +31,16 @@ import importlib.util
 import math
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
 
 from typing_extensions import override
 
 from app.config import ImageEmbeddingSettings, read_secret
-from app.embeddings.http_helpers import is_network_error, redact, transient_status
+from app.embeddings.sdk_client import SdkClient
 from app.errors import (
     DimensionMismatch,
-    DocvecError,
     ProviderRejected,
-    ProviderUnavailable,
     TransientError,
 )
 from app.retrying import retry_call
@@ -255,99 +252,32 @@ class ImageEmbeddingProvider(ABC):
         """Release what the provider holds open (a hosted provider's HTTP connections)."""
 
 
-class RemoteImageProvider(ImageEmbeddingProvider, Generic[ClientT]):
+class RemoteImageProvider(SdkClient[ClientT], ImageEmbeddingProvider):
     """A hosted image provider reached through its SDK's client ``ClientT``: built lazily on
     first use (after a Celery prefork, never at import) under a lock; the key read by variable
-    name then and used for redaction; errors mapped in one context manager."""
+    name then and used for redaction; errors mapped in one context manager — all of it
+    :class:`~app.embeddings.sdk_client.SdkClient`, shared with the text and chat providers."""
 
     remote: ClassVar[bool] = True
-    #: Module imported before the client is built.
-    client_module: ClassVar[str] = ""
+    family: ClassVar[str] = "image provider"
 
     def __init__(self, settings: ImageEmbeddingSettings) -> None:
         super().__init__(settings)
-        self._client_obj: ClientT | None = None
-        self._client_lock = threading.Lock()
-        self._key: str | None = None
-
-    def _client(self) -> ClientT:
-        """The SDK client, built on first use.
-
-        Raises:
-            ProviderRejected: the SDK is not installed, or a required key is missing.
-        """
-        with self._client_lock:
-            if self._client_obj is None:
-                try:
-                    importlib.import_module(self.client_module)
-                except ImportError:
-                    raise ProviderRejected(
-                        f"{self.name} image provider unavailable: pip install {self.sdk_package}"
-                    ) from None
-                _, key = self.api_key()
-                if key is None and self.requires_api_key:
-                    raise ProviderRejected(
-                        f"{self.label} needs an API key: set " + " or ".join(self.api_key_names())
-                    )
-                self._key = key
-                self._client_obj = self._build_client(key)
-            return self._client_obj
-
-    @abstractmethod
-    def _build_client(self, key: str | None) -> ClientT:
-        """The SDK's client for ``base_url`` with ``key``, its own retries off (the base class
-        owns them) and ``request_timeout_s`` as its timeout."""
+        self._init_client()
 
     @override
-    def close(self) -> None:
-        with self._client_lock:
-            client, self._client_obj = self._client_obj, None
-        if client is not None:
-            self._close_client(client)
+    def _install_hint(self) -> str:
+        return self.sdk_package
 
-    def _close_client(self, client: ClientT) -> None:
-        close = getattr(client, "close", None)
-        if callable(close):
-            close()
+    @property
+    @override
+    def _subject(self) -> str:
+        return f"{self.name} image model"
 
-    def _redact(self, text: str) -> str:
-        return redact(text, [self._key])
-
-    @contextmanager
-    def _mapped_errors(self) -> Iterator[None]:
-        """Raise what the SDK call raises as the error tree's class; other errors pass."""
-        try:
-            yield
-        except DocvecError:
-            raise
-        except Exception as exc:
-            mapped = self._map_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
-
-    def _map_error(self, exc: Exception) -> DocvecError | None:
-        """``exc`` as a provider error, None to let it pass; providers handle their SDK's HTTP
-        error first, then defer here for network errors."""
-        if is_network_error(exc):
-            return ProviderUnavailable(
-                f"{self.name} image model: cannot reach {self.base_url}: "
-                + self._redact(f"{type(exc).__name__}: {exc}")
-            )
-        return None
-
-    def _http_error(
-        self, status: int, message: object, *, retry_after_s: Callable[[], float | None]
-    ) -> ProviderUnavailable | ProviderRejected:
-        """An HTTP error answer: transient statuses (429, 408, 5xx) -> ProviderUnavailable with
-        the server's wait, the others -> ProviderRejected (with a hint for 401/403/404)."""
-        text = self._redact(str(message or "")).strip()[:MAX_MESSAGE_CHARS]
-        what = f"{self.name} image model: HTTP {status}" + (f": {text}" if text else "")
-        if transient_status(status):
-            return ProviderUnavailable(what, retry_after_s=retry_after_s())
-        hint = ""
+    @override
+    def _rejection_hint(self, status: int) -> str:
         if status in (401, 403):
-            hint = " (check the key in " + " or ".join(self.api_key_names()) + ")"
-        elif status == 404:
-            hint = f" (is {self.model!r} an image embedding model of {self.label}?)"
-        return ProviderRejected(what + hint)
+            return " (check the key in " + " or ".join(self.api_key_names()) + ")"
+        if status == 404:
+            return f" (is {self.model!r} an image embedding model of {self.label}?)"
+        return ""

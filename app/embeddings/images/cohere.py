@@ -129,5 +129,7 @@ class CohereImageProvider(RemoteImageProvider["ClientV2"]):
             def retry_after() -> float | None:
                 return parse_retry_after(dict(headers) if headers else None)
 
-            return self._http_error(int(exc.status_code or 0), message, retry_after_s=retry_after)
+            status = int(exc.status_code or 0)
+            what = self._status_line(status, message)
+            return self._http_error(status, what, retry_after_s=retry_after)
         return super()._map_error(exc)

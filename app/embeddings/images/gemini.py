@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from typing_extensions import override
 
 from app.config import ImageEmbeddingSettings
-from app.embeddings.gemini import _retry_delay
-from app.embeddings.http_helpers import parse_retry_after
+from app.embeddings.http_helpers import google_retry_delay, parse_retry_after
 from app.embeddings.images.base import RemoteImageProvider
 from app.errors import DocvecError, ProviderRejected
 
@@ -142,8 +141,11 @@ class GeminiImageProvider(RemoteImageProvider["Client"]):
             def retry_after() -> float | None:
                 headers = dict(response.headers) if response is not None else None
                 seconds = parse_retry_after(headers)
-                return seconds if seconds is not None else _retry_delay(exc.details)
+                return seconds if seconds is not None else google_retry_delay(exc.details)
 
             message = f"{exc.status or ''} {exc.message or ''}".strip()
-            return self._http_error(int(exc.code or 0), message, retry_after_s=retry_after)
+            status = int(exc.code or 0)
+            return self._http_error(
+                status, self._status_line(status, message), retry_after_s=retry_after
+            )
         return super()._map_error(exc)
