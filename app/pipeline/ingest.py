@@ -11,8 +11,9 @@ of the pipeline, overlapped:
   in memory stay bounded: about ``lookahead_batches`` batches, or one long document);
 - the calling thread takes every document that is ready, up to ``batch_size`` chunks when it can
   fill a batch without waiting (a remote provider, limited per request, waits for the preparer to
-  fill it), embeds their chunks in one call (so small documents share batches), and writes each document as DESIGN §2 requires: points first, then one SQL
-  transaction, under the document's row lock and generation check.
+  fill it), embeds their chunks in one call (so small documents share batches), and writes each
+  document as DESIGN §2 requires: points first, then one SQL transaction, under the document's
+  row lock and generation check.
 
 The model's forward passes release the GIL, as do the preparer's waits on the extraction child, so
 the two threads overlap on two cores. Each document still gets exactly one attempt row and one
