@@ -24,7 +24,7 @@ import importlib
 from pathlib import Path
 
 from app.config import EmbeddingSettings
-from app.embeddings.base import Embedded, EmbeddingProvider, InputKind
+from app.embeddings.base import Embedded, EmbeddingProvider, InputKind, Vectors
 from app.embeddings.http_helpers import redact
 from app.embeddings.usage import EmbeddingUsage
 from app.errors import ProviderRejected
@@ -87,6 +87,7 @@ __all__ = [
     "EmbeddingProvider",
     "EmbeddingUsage",
     "InputKind",
+    "Vectors",
     "create_provider",
     "provider_class",
     "redact",

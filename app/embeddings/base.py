@@ -4,13 +4,20 @@ jittered backoff inside a time budget, usage counters and the dimension cache â€
 implements only the call that embeds one batch (``_embed_batch``), its limits and its dimension
 table. Remote providers get their client, key, redaction and error mapping from ``remote.py``.
 
-Flow of ``embed_documents(texts)`` (``n`` texts in, ``n`` x ``dimension`` floats out, in order)::
+Flow of ``embed_matrix(texts)`` (``n`` texts in, one ``n`` x ``dimension`` float32 matrix out,
+row ``i`` the vector of ``texts[i]``)::
 
     prefix (prefixes.py)  ->  fit to max_input_tokens (truncate, counted)
         ->  cut batches by count and tokens (batching.py)
         ->  up to max_concurrency batches in flight (threads)  ->  per batch:
             rate limiter (ratelimit.py)  ->  _embed_batch  ->  retry transient errors
-        ->  reassemble in input order; counters in EmbeddingUsage (usage.py)
+            ->  checked and made float32 (the SDK's lists of floats are dropped here)
+        ->  copied into the rows of one preallocated matrix; counters in EmbeddingUsage (usage.py)
+
+Vectors travel as float32 :data:`Vectors` from here to the vector store (app/pipeline/reuse.py,
+app/vectorstore/): a 384-dim vector takes 1.5 KiB so, against ~12 KiB as a list of Python floats
+(a pointer and a 24-byte float object per value). :meth:`EmbeddingProvider.embed_documents` gives
+the same vectors as lists, for callers that want plain Python values.
 
 Errors: a provider raises :class:`app.errors.ProviderUnavailable` (transient: 429, 5xx, 408,
 timeouts, connection resets; ``retry_after_s`` from ``Retry-After``) or
@@ -36,7 +43,10 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
+
+import numpy as np
+from numpy.typing import NDArray
 
 from app import metrics
 from app.config import EmbeddingSettings, read_secret
@@ -47,9 +57,6 @@ from app.embeddings.usage import EmbeddingUsage
 from app.errors import DimensionMismatch, ProviderRejected, TransientError
 from app.retrying import backoff_delay
 
-if TYPE_CHECKING:
-    import numpy as np
-
 log = logging.getLogger(__name__)
 
 InputKind = Literal["document", "query"]
@@ -57,16 +64,24 @@ InputKind = Literal["document", "query"]
 #: Longest wait a ``Retry-After`` may impose inside one call; longer ones go to the task's retry.
 MAX_RETRY_AFTER_S = 300.0
 
+#: Vectors as docvec holds them: a C-contiguous float32 matrix of shape ``(n, dimension)``, row
+#: ``i`` the vector of input ``i``. A row (shape ``(dimension,)``) is one vector.
+Vectors: TypeAlias = NDArray[np.float32]
+#: What a provider's ``_embed_batch`` may give for ``n`` inputs: :data:`Vectors`, or the SDK's
+#: ``n`` lists of ``dimension`` floats (checked and made float32 by the base, once per batch).
+RawVectors: TypeAlias = Vectors | Sequence[Sequence[float]]
+
 #: Texts in, one L2-normalised float32 row per text out (``len(texts)`` x ``dimension``).
 Encode: TypeAlias = Callable[[list[str]], "np.ndarray"]
 
 
 @dataclass(frozen=True, slots=True)
 class Embedded:
-    """What ``_embed_batch`` may return instead of a bare list: the vectors (``n`` x ``dim``, in
-    input order) and the tokens the provider reported for the request, if it did."""
+    """What ``_embed_batch`` may return instead of bare vectors: the vectors (``n`` x ``dim``, in
+    input order: :data:`Vectors` or the SDK's lists) and the tokens the provider reported for the
+    request, if it did."""
 
-    vectors: list[list[float]]
+    vectors: RawVectors
     tokens: int | None = None
     #: Positions (in the batch) of inputs the model truncated to its window on its own side,
     #: for providers that cannot be asked to refuse them (the local model).
@@ -149,9 +164,10 @@ class EmbeddingProvider(ABC):
 
     # ---- what a provider implements -------------------------------------------------------
     @abstractmethod
-    def _embed_batch(self, texts: list[str], *, kind: InputKind) -> list[list[float]] | Embedded:
+    def _embed_batch(self, texts: list[str], *, kind: InputKind) -> RawVectors | Embedded:
         """Embed one batch that respects the limits: ``len(texts)`` x ``dimension`` floats in
-        input order (optionally wrapped in :class:`Embedded` with the reported tokens)."""
+        input order, as a float32 matrix or the SDK's lists (optionally wrapped in
+        :class:`Embedded` with the reported tokens)."""
 
     @abstractmethod
     def _load_dimension(self) -> int:
@@ -235,7 +251,7 @@ class EmbeddingProvider(ABC):
     def _probe_dimension(self) -> int:
         """One real request (with the usual retries) to learn the dimension of an unknown model."""
         vectors = self._call(["dimension probe"], [3], kind="query", usage=None, cancel=None)
-        return len(vectors[0])
+        return int(vectors.shape[1])
 
     def batches(self, texts: Sequence[str]) -> Iterator[tuple[int, int]]:
         """Cut ``texts`` into ``[start, end)`` index ranges by count and by tokens (see
@@ -286,17 +302,38 @@ class EmbeddingProvider(ABC):
         usage: EmbeddingUsage | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> list[list[float]]:
-        """Embed document chunks: ``len(texts)`` x ``dimension`` floats, in input order.
+        """Embed document chunks: ``len(texts)`` lists of ``dimension`` Python floats, in input
+        order â€” :meth:`embed_matrix`'s float32 values as lists, for callers that want plain
+        values (the pipeline keeps the matrix: a list costs ~8x its memory).
+
+        Raises:
+            as :meth:`embed_matrix`.
+        """
+        rows: list[list[float]] = self.embed_matrix(texts, usage=usage, on_batch=on_batch).tolist()
+        return rows
+
+    def embed_matrix(
+        self,
+        texts: Sequence[str],
+        *,
+        usage: EmbeddingUsage | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> Vectors:
+        """Embed document chunks: a float32 matrix of shape ``(len(texts), dimension)``, row ``i``
+        the vector of ``texts[i]``. No text: shape ``(0, d)``, ``d`` the dimension if known
+        without a call (:meth:`known_dimension`), else 0.
 
         Up to ``max_concurrency`` batches are in flight at once; ``on_batch(n)`` is called (in the
-        calling thread) after each batch of ``n`` inputs completes, in completion order.
+        calling thread) after each batch of ``n`` inputs completes, in completion order. Each
+        batch's vectors are copied into the matrix as it completes, so no list of Python floats
+        outlives its batch.
 
         Raises:
             ProviderUnavailable: a batch still failed transiently after its in-call retries.
             ProviderRejected / DimensionMismatch: at once, for what retrying cannot fix.
         """
         if not texts:
-            return []
+            return np.empty((0, self.known_dimension() or 0), dtype=np.float32)
         usage = usage if usage is not None else EmbeddingUsage()
         prefixed = [self.document_prefix + t for t in texts] if self.document_prefix else texts
         fitted, counts, truncated = self.fit(prefixed)
@@ -304,9 +341,11 @@ class EmbeddingProvider(ABC):
         usage.truncated_inputs.extend(base + i for i in truncated)
         usage.truncated += len(truncated)
         ranges = [_Batch(start, end) for start, end in self.cut(counts)]
-        out: list[list[float] | None] = [None] * len(fitted)
+        # Allocated when the first batch tells the width (every batch has it: _check).
+        out: Vectors | None = None
+        filled = 0
 
-        def run(batch: _Batch, cancel: threading.Event | None) -> list[list[float]]:
+        def run(batch: _Batch, cancel: threading.Event | None) -> Vectors:
             return self._call(
                 fitted[batch.start : batch.end],
                 counts[batch.start : batch.end],
@@ -316,8 +355,12 @@ class EmbeddingProvider(ABC):
                 offset=base + batch.start,
             )
 
-        def done(batch: _Batch, vectors: list[list[float]]) -> None:
+        def done(batch: _Batch, vectors: Vectors) -> None:
+            nonlocal out, filled
+            if out is None:
+                out = np.empty((len(fitted), vectors.shape[1]), dtype=np.float32)
             out[batch.start : batch.end] = vectors
+            filled += batch.end - batch.start
             if on_batch is not None:
                 on_batch(batch.end - batch.start)
 
@@ -327,19 +370,19 @@ class EmbeddingProvider(ABC):
                 done(batch, run(batch, None))
         else:
             self._run_concurrently(ranges, workers, run, done)
-        assert all(vector is not None for vector in out)
-        return [vector for vector in out if vector is not None]
+        assert out is not None and filled == len(fitted)
+        return out
 
     def _run_concurrently(
         self,
         ranges: list[_Batch],
         workers: int,
-        run: Callable[[_Batch, threading.Event | None], list[list[float]]],
-        done: Callable[[_Batch, list[list[float]]], None],
+        run: Callable[[_Batch, threading.Event | None], Vectors],
+        done: Callable[[_Batch, Vectors], None],
     ) -> None:
         cancel = threading.Event()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"embed-{self.name}")
-        futures: dict[Future[list[list[float]]], _Batch] = {
+        futures: dict[Future[Vectors], _Batch] = {
             pool.submit(run, batch, cancel): batch for batch in ranges
         }
         failed = True
@@ -359,9 +402,11 @@ class EmbeddingProvider(ABC):
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one search query (asymmetric models get their query task type or prefix):
-        ``dimension`` floats."""
+        ``dimension`` Python floats (the float32 values)."""
         fitted, counts, _ = self.fit([self.query_prefix + text])
-        return self._call(fitted, counts, kind="query", usage=None, cancel=None)[0]
+        rows = self._call(fitted, counts, kind="query", usage=None, cancel=None)
+        vector: list[float] = rows[0].tolist()
+        return vector
 
     def _retry_delay(self, attempt: int, retry_after_s: float | None) -> float:
         # The same delays as the pipeline's store-write retries (app/retrying.py).
@@ -381,8 +426,9 @@ class EmbeddingProvider(ABC):
         usage: EmbeddingUsage | None,
         cancel: threading.Event | None,
         offset: int = 0,
-    ) -> list[list[float]]:
-        """One batch through the limiter, with in-call retries: ``len(batch)`` x ``dimension``.
+    ) -> Vectors:
+        """One batch through the limiter, with in-call retries: a ``len(batch)`` x ``dimension``
+        float32 matrix.
 
         ``offset`` is the batch's first position in ``usage.truncated_inputs``' numbering.
         """
@@ -450,24 +496,47 @@ class EmbeddingProvider(ABC):
                     usage.truncated_inputs.extend(offset + i for i in embedded.truncated)
             return vectors
 
-    def _check(self, vectors: list[list[float]], n: int) -> list[list[float]]:
-        """Vectors count and size as promised; the first answer fixes an unknown dimension."""
+    def _check(self, vectors: RawVectors, n: int) -> Vectors:
+        """Vectors count and size as promised, as a float32 ``n`` x ``dimension`` matrix; the
+        first answer fixes an unknown dimension.
+
+        Raises:
+            ProviderRejected: another number of vectors than inputs, or values that are not
+                numbers.
+            DimensionMismatch: a vector of another size than the model's.
+        """
+        if isinstance(vectors, np.ndarray) and vectors.ndim != 2:
+            raise ProviderRejected(
+                f"{self.name} returned an array of shape {vectors.shape} for {n} inputs "
+                f"(model {self.model})"
+            )
         if len(vectors) != n:
             raise ProviderRejected(
                 f"{self.name} returned {len(vectors)} vectors for {n} inputs (model {self.model})"
             )
+        sizes = (
+            [int(vectors.shape[1])]
+            if isinstance(vectors, np.ndarray)
+            else [len(vector) for vector in vectors]
+        )
         expected = self._dimension
         if expected is None:
-            expected = self.known_dimension() or (len(vectors[0]) if vectors else None)
+            expected = self.known_dimension() or (sizes[0] if sizes else None)
             if expected is not None:
                 self._dimension = expected
-        for vector in vectors:
-            if len(vector) != expected:
+        for size in sizes:
+            if size != expected:
                 raise DimensionMismatch(
-                    f"{self.name} model {self.model} returned {len(vector)}-dim vectors, expected "
+                    f"{self.name} model {self.model} returned {size}-dim vectors, expected "
                     f"{expected} (check DOCVEC_EMBEDDING__DIMENSIONS and the model name)"
                 )
-        return vectors
+        try:
+            # No copy when the provider already gave float32 (the local model).
+            return np.ascontiguousarray(vectors, dtype=np.float32).reshape(n, expected or 0)
+        except (TypeError, ValueError):
+            raise ProviderRejected(
+                f"{self.name} returned vectors that are not numbers (model {self.model})"
+            ) from None
 
     # ---- status -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -496,7 +565,7 @@ class EmbeddingProvider(ABC):
         """
         result = self._embed_batch(["docvec status probe"], kind="query")
         embedded = result if isinstance(result, Embedded) else Embedded(result)
-        return len(self._check(embedded.vectors, 1)[0])
+        return int(self._check(embedded.vectors, 1).shape[1])
 
     def limits(self) -> dict[str, Any]:
         """Limits in force (documented caps and configured client-side limits)."""

@@ -49,7 +49,7 @@ from app.db.models import (
     utcnow,
 )
 from app.db.session import session_scope
-from app.embeddings import EmbeddingUsage
+from app.embeddings import EmbeddingUsage, Vectors
 from app.errors import (
     DatabaseUnavailable,
     DocvecError,
@@ -457,11 +457,15 @@ STORE_RETRY_BASE_S = 2.0
 def _write(
     parts: PipelineParts,
     d: PreparedDocument,
-    vectors: list[list[float]],
+    vectors: Vectors,
     image_vectors: Sequence[Sequence[float]] = (),
 ) -> ProcessResult:
     """Upsert one embedded document's points (and its pages' image points), then record it in
-    one SQL transaction."""
+    one SQL transaction.
+
+    ``vectors`` is the document's float32 ``len(d.chunks)`` x ``dimension`` matrix (a slice of
+    the call's); each point holds a row of it, a view, so no vector is copied before the store
+    converts its upsert batch."""
     document_id, claimed, timings = d.document_id, d.claim, d.timings
     assert d.index is not None
     index = d.index

@@ -13,6 +13,9 @@ index versions: vectors come only from the version's own collection, found throu
 LangChain's ``index()`` skips unchanged chunks by hash, LlamaIndex's ``IngestionCache`` keys nodes
 by content and transformation, Dify caches embeddings by (model, text hash); here the vector store
 is the cache, so nothing is stored twice.
+
+Vectors stay float32 throughout (:data:`app.embeddings.Vectors`): the call's vectors are one
+``n`` x ``dimension`` matrix, filled from the provider's matrix and the stored vectors.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db.models import Document, DocumentChunk
-from app.embeddings import EmbeddingProvider, EmbeddingUsage
-from app.vectorstore import VectorStore
+from app.embeddings import EmbeddingProvider, EmbeddingUsage, Vectors
+from app.vectorstore import Vector, VectorStore
 from app.vectorstore.base import text_sha256
 
 #: Hashes per SQL ``IN`` list: bounds one statement's parameters (SQLite allows 32,766).
@@ -43,13 +47,14 @@ def text_hash(text: str) -> str:
 
 @dataclass
 class Embedded:
-    """The vectors of a call's chunks, in order (n x dim), and what they cost: ``embedded``
+    """The vectors of a call's chunks, in order (a float32 ``n`` x ``dimension`` matrix, row ``i``
+    the ``i``-th chunk of the groups laid end to end), and what they cost: ``embedded``
     inputs sent to the provider; per group (document) the chunks ``reused`` from the store and
     ``shared`` with an earlier chunk of the call, and ``owner_ranges``, the ``[start, end)``
     range of the provider call's inputs that the group brought (for charging it the call's
     usage)."""
 
-    vectors: list[list[float]]
+    vectors: Vectors
     embedded: int
     reused: list[int]
     shared: list[int]
@@ -63,12 +68,14 @@ def stored_vectors(
     project_id: uuid.UUID,
     chunk_set: str,
     hashes: Sequence[str],
-) -> dict[str, list[float]]:
-    """``{hash: vector}`` for the hashes whose text some chunk of the project (in this chunk
-    set) has and whose point, in ``store`` — the index version's own collection — says it
-    embeds exactly that text (the point's payload hash): a point rewritten or left behind by a
-    failed run never lends a vector to another text."""
+) -> dict[str, Vector]:
+    """``{hash: vector}`` (float32, the collection's dimension) for the hashes whose text some
+    chunk of the project (in this chunk set) has and whose point, in ``store`` — the index
+    version's own collection — says it embeds exactly that text (the point's payload hash): a
+    point rewritten or left behind by a failed run never lends a vector to another text."""
     wanted = sorted(set(hashes))
+    if not wanted:
+        return {}
     candidates: dict[uuid.UUID, str] = {}
     per_hash: dict[str, int] = {}
     with sessions() as session:
@@ -90,7 +97,7 @@ def stored_vectors(
                     candidates[cid] = digest
     if not candidates:
         return {}
-    found: dict[str, list[float]] = {}
+    found: dict[str, Vector] = {}
     for cid, stored in store.vectors(candidates).items():
         digest = candidates[cid]
         if stored.text_sha256 == digest and digest not in found:
@@ -102,7 +109,7 @@ def embed_reusing(
     groups: Sequence[Sequence[str]],
     *,
     provider: EmbeddingProvider,
-    stored: Callable[[Sequence[str]], dict[str, list[float]]],
+    stored: Callable[[Sequence[str]], dict[str, Vector]],
     usage: EmbeddingUsage,
     on_batch: Callable[[int], None] | None = None,
 ) -> Embedded:
@@ -111,7 +118,7 @@ def embed_reusing(
 
     Args:
         groups: the chunk texts of each document.
-        provider: embeds what is left (``embed_documents``).
+        provider: embeds what is left (``embed_matrix``).
         stored: ``hashes -> {hash: vector}`` of texts already embedded in the index version
             (:func:`stored_vectors`).
         usage: filled by the provider call.
@@ -119,12 +126,14 @@ def embed_reusing(
             by the provider per batch.
 
     Returns:
-        :class:`Embedded`; ``owner_ranges[g]`` is the ``[start, end)`` range of the provider
+        :class:`Embedded`, its ``vectors`` of shape ``(sum of the groups' lengths, dimension)``
+        (no chunk at all: ``(0, d)``, ``d`` the provider's dimension if known without a call);
+        ``owner_ranges[g]`` is the ``[start, end)`` range of the provider
         call's inputs that group ``g`` brought (each distinct text is charged to the first group
         that has it, and groups bring their texts in order, so the ranges are contiguous).
 
     Raises:
-        Whatever ``provider.embed_documents`` or the store raises.
+        Whatever ``provider.embed_matrix`` or the store raises.
     """
     hashes = [[text_hash(t) for t in g] for g in groups]
     known = stored([h for g in hashes for h in g])
@@ -146,8 +155,13 @@ def embed_reusing(
         ranges.append((start, len(order)))
     if on_batch is not None and (sum(reused) + sum(shared)):
         on_batch(sum(reused) + sum(shared))
-    fresh = provider.embed_documents(order, usage=usage, on_batch=on_batch) if order else []
-    vectors = [
-        known[d] if d in known else fresh[position[d]] for digests in hashes for d in digests
-    ]
+    fresh = provider.embed_matrix(order, usage=usage, on_batch=on_batch)
+    flat = [d for digests in hashes for d in digests]
+    if len(order) == len(flat):
+        # Every chunk embedded, each once, in order: the provider's matrix is the answer.
+        return Embedded(fresh, len(order), reused, shared, ranges)
+    width = fresh.shape[1] if order else len(next(iter(known.values()), ()))
+    vectors = np.empty((len(flat), width), dtype=np.float32)
+    for row, digest in enumerate(flat):
+        vectors[row] = known[digest] if digest in known else fresh[position[digest]]
     return Embedded(vectors, len(order), reused, shared, ranges)

@@ -21,6 +21,11 @@ called with arguments the base has already checked, and may override ``_has_lexi
 ``_query_both`` (to batch the two rankings of a hybrid search), ``optimize`` and ``close``. Which
 points a count, listing or delete touches travels as a :class:`Where`. The two Qdrant engines
 share their primitives in :mod:`app.vectorstore.qdrant_family`.
+
+Vectors arrive as float32 arrays (:data:`Vector`: a row of the provider's ``n`` x ``dimension``
+matrix, usually a view into it) and become what each client takes only at the boundary, batch by
+batch (:func:`as_floats`): so a document's vectors are held at 1.5 KiB per 384 dimensions, and
+lists of Python floats (~12 KiB) exist only for the batch being written.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple, TypeAlias, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 from app.errors import DimensionMismatch
 from app.lexical import LexicalVector, document_vector, query_vector
@@ -62,6 +70,22 @@ ID_PAGE = 1000
 #: Namespace of deterministic point ids (DESIGN §2, invariant 2). Never change it: existing
 #: points would no longer be overwritten by re-runs.
 POINT_NAMESPACE = uuid.UUID("6f1c1c8e-3b0a-5d7e-9c43-2f0d8a6b1e55")
+
+
+#: One dense vector: float32 of shape ``(dimension,)`` (a row of an ``n`` x ``dimension`` matrix).
+Vector: TypeAlias = NDArray[np.float32]
+#: A dense vector as the stores take it: :data:`Vector`, or a sequence of floats (a query, a
+#: caller that holds lists).
+VectorLike: TypeAlias = Vector | Sequence[float]
+
+
+def as_floats(vector: VectorLike) -> list[float]:
+    """``vector`` as a new list of Python floats, what a client's JSON or SQL text takes: a float32
+    array's values widened exactly (``tolist``), a sequence's values as they are."""
+    if isinstance(vector, np.ndarray):
+        values: list[float] = vector.tolist()
+        return values
+    return [float(x) for x in vector]
 
 
 def point_id(document_id: uuid.UUID, chunk_index: int, chunk_set: str = "") -> uuid.UUID:
@@ -100,10 +124,10 @@ def text_sha256(text: str) -> str:
 
 
 class StoredVector(NamedTuple):
-    """A point's dense vector and the hash of the text it embeds (None: written before points
-    carried it)."""
+    """A point's dense vector (float32, the collection's dimension) and the hash of the text it
+    embeds (None: written before points carried it)."""
 
-    vector: list[float]
+    vector: Vector
     text_sha256: str | None
 
 
@@ -134,9 +158,7 @@ def parse_dimension_error(
     return dimension_mismatch(collection, int(found.group(1)), int(found.group(2)))
 
 
-def check_dimensions(
-    collection: str, dimension: int | None, vectors: Iterable[Sequence[float]]
-) -> None:
+def check_dimensions(collection: str, dimension: int | None, vectors: Iterable[VectorLike]) -> None:
     """Raise :func:`dimension_mismatch` if any of ``vectors`` is not ``dimension`` long.
 
     ``dimension=None`` (the collection's size is not known yet) checks nothing.
@@ -187,12 +209,14 @@ class Point:
     """One chunk's vector, text and payload.
 
     ``vector`` has exactly the collection's dimension; it need not be normalised (cosine distance).
+    The pipeline gives a float32 row of its ``n`` x ``dimension`` matrix (a view: no copy); a
+    sequence of floats is taken too. The store converts it per upsert batch (:func:`as_floats`).
     ``text`` is the chunk's text: the store writes its lexical terms (:meth:`lexical`) in the same
     write as the vector. It is not stored as text (SQL holds the chunk's content).
     """
 
     id: uuid.UUID
-    vector: Sequence[float]
+    vector: VectorLike
     project_id: uuid.UUID
     document_id: uuid.UUID
     chunk_index: int

@@ -46,7 +46,7 @@ import qdrant_edge as qe
 from typing_extensions import override
 
 from app.errors import DimensionMismatch, DocvecError, VectorStoreLocked
-from app.vectorstore.base import Point, StoredVector, Where, dimension_mismatch
+from app.vectorstore.base import Point, StoredVector, Where, as_floats, dimension_mismatch
 from app.vectorstore.payload import (
     INTEGER_INDEXES,
     KEYWORD_INDEXES,
@@ -387,7 +387,7 @@ class EdgeStore(QdrantFamilyStore[qe.Filter, qe.QueryRequest]):
     ) -> qe.QueryRequest:
         return qe.QueryRequest(
             limit=limit,
-            query=qe.Query.Nearest([float(x) for x in vector]),
+            query=qe.Query.Nearest(as_floats(vector)),
             filter=project,
             score_threshold=score_threshold,
             with_payload=True,

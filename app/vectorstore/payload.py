@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from app.vectorstore.base import Hit, Point, StoredVector, text_sha256
+import numpy as np
+
+from app.vectorstore.base import Hit, Point, StoredVector, as_floats, text_sha256
 
 #: Name of the dense vector: unnamed, as in collections made before the lexical index.
 DENSE_VECTOR = ""
@@ -42,22 +44,23 @@ def point_payload(point: Point) -> dict[str, object]:
 
 
 def stored_vector(vector: Any, payload: Mapping[str, Any] | None) -> StoredVector | None:
-    """A retrieved record's dense vector (unnamed, or in a dict of named vectors) and text hash;
-    None when it has no dense vector."""
+    """A retrieved record's dense vector (unnamed, or in a dict of named vectors) as float32, and
+    its text hash; None when it has no dense vector."""
     if isinstance(vector, dict):
         vector = vector.get(DENSE_VECTOR)
     if not isinstance(vector, list):
         return None
     digest = (payload or {}).get(TEXT_HASH)
-    return StoredVector([float(x) for x in vector], str(digest) if digest else None)
+    return StoredVector(np.asarray(vector, dtype=np.float32), str(digest) if digest else None)
 
 
 def point_vectors(point: Point, sparse_vector: Callable[..., object]) -> dict[str, Any]:
-    """The point's vectors: the dense one and its BM25 weights (empty if the text has no terms)
-    as ``sparse_vector(indices=..., values=...)``, the library's sparse-vector class."""
+    """The point's vectors: the dense one as a list of floats (made here, for the batch being
+    written: both libraries take lists) and its BM25 weights (empty if the text has no terms) as
+    ``sparse_vector(indices=..., values=...)``, the library's sparse-vector class."""
     indices, values = point.lexical().sparse()
     return {
-        DENSE_VECTOR: list(point.vector),
+        DENSE_VECTOR: as_floats(point.vector),
         LEXICAL_VECTOR: sparse_vector(indices=indices, values=values),
     }
 

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
@@ -36,8 +37,10 @@ from app.vectorstore.base import (
     Hit,
     Point,
     StoredVector,
+    VectorLike,
     VectorStore,
     Where,
+    as_floats,
     batches,
     dimension_mismatch,
     parse_dimension_error,
@@ -278,7 +281,7 @@ class PgVectorStore(VectorStore):
                 ),
                 {"ids": list(ids)},
             ).all()
-        return {row[0]: StoredVector([float(x) for x in row[1]], row[2]) for row in rows}
+        return {row[0]: StoredVector(np.asarray(row[1], dtype=np.float32), row[2]) for row in rows}
 
     @override
     def _query_dense(
@@ -511,9 +514,9 @@ def _hit(row: Any) -> Hit:
     )
 
 
-def _vector_text(vector: Sequence[float]) -> str:
+def _vector_text(vector: VectorLike) -> str:
     """pgvector's text form: ``[x,y,...]`` with each float's shortest round-trip repr."""
-    return "[" + ",".join(repr(float(x)) for x in vector) + "]"
+    return "[" + ",".join(map(repr, as_floats(vector))) + "]"
 
 
 def _version(text: str | None) -> tuple[int, ...]:

@@ -38,7 +38,14 @@ from qdrant_client.local.qdrant_local import QdrantLocal
 from typing_extensions import override
 
 from app.errors import DimensionMismatch, VectorStoreLocked, VectorStoreUnavailable
-from app.vectorstore.base import Point, StoredVector, VectorStore, Where, dimension_mismatch
+from app.vectorstore.base import (
+    Point,
+    StoredVector,
+    VectorStore,
+    Where,
+    as_floats,
+    dimension_mismatch,
+)
 from app.vectorstore.payload import (
     DENSE_VECTOR,
     INTEGER_INDEXES,
@@ -377,7 +384,7 @@ class QdrantStore(QdrantFamilyStore[qm.Filter, qm.QueryRequest]):
         score_threshold: float | None,
     ) -> qm.QueryRequest:
         return qm.QueryRequest(
-            query=list(vector),
+            query=as_floats(vector),
             filter=project,
             limit=limit,
             score_threshold=score_threshold,

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -243,6 +244,49 @@ def test_wrong_vector_count_or_size_is_permanent() -> None:
     assert wide.dimension == 2
     with pytest.raises(DimensionMismatch, match="3-dim vectors, expected 2"):
         wide.embed_documents(["a"])
+
+
+def test_embed_matrix_is_one_float32_matrix_in_input_order() -> None:
+    p = Scripted(settings(batch_size=3, max_concurrency=2))
+    texts = ["x" * n for n in range(1, 11)]
+    matrix = p.embed_matrix(texts)
+    assert matrix.dtype == np.float32 and matrix.shape == (10, 2) and matrix.flags.c_contiguous
+    assert matrix[:, 0].tolist() == [float(n) for n in range(1, 11)]
+    # The list form is the same values, as Python floats.
+    assert p.embed_documents(texts) == matrix.tolist()
+    empty = p.embed_matrix([])
+    assert empty.shape == (0, 2) and empty.dtype == np.float32
+
+
+def test_float32_from_the_provider_is_kept_without_a_copy() -> None:
+    held: list[np.ndarray] = []
+
+    class Arrays(Scripted):
+        def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
+            rows = np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+            held.append(rows)
+            return Embedded(rows)
+
+    p = Arrays(settings(batch_size=8))
+    checked = p._call(["ab", "c"], [1, 1], kind="document", usage=None, cancel=None)
+    assert np.shares_memory(checked, held[-1])
+    assert p.embed_matrix(["ab", "c"])[:, 0].tolist() == [2.0, 1.0]
+
+
+def test_vectors_that_are_not_numbers_or_not_a_matrix_are_rejected() -> None:
+    class Words(Scripted):
+        def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
+            return Embedded([["a", "b"] for _ in texts])  # type: ignore[list-item]
+
+    with pytest.raises(ProviderRejected, match="not numbers"):
+        Words(settings()).embed_matrix(["a"])
+
+    class Flat(Scripted):
+        def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
+            return Embedded(np.zeros(2 * len(texts), dtype=np.float32))
+
+    with pytest.raises(ProviderRejected, match="array of shape"):
+        Flat(settings()).embed_matrix(["a"])
 
 
 # ---- rate limiter -------------------------------------------------------------------------------

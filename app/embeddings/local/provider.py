@@ -128,7 +128,7 @@ class LocalProvider(EmbeddingProvider):
     def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:
         vectors, cut = self._load().encode_counted(texts)
         # Inputs the model truncated are reported (EmbeddingUsage.truncated), never silent.
-        return Embedded(vectors.tolist(), truncated=tuple(cut))
+        return Embedded(vectors, truncated=tuple(cut))
 
     # ---- capabilities ------------------------------------------------------------------------
     @classmethod
