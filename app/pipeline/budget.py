@@ -25,6 +25,13 @@ leaves with ``os._exit``, so no atexit handler or finaliser of the parent runs t
 
 Where ``os.fork`` does not exist (Windows), extraction runs in-process without a budget.
 
+Plain text and Markdown up to :data:`IN_PROCESS_MAX_BYTES` are extracted in the calling process,
+without the child: their reader only decodes and normalises (app/pipeline/extract/text.py), in
+time and memory linear in the file's size, so the budget has nothing to stop, and the fork (and
+the copy-on-write faults it costs the parent's running threads) bought nothing. The result and
+the errors are the same as from the child. Larger text files, and every other type, still go to
+the child.
+
 ::
 
     outcome in the child            error raised in the parent (stage "extract")
@@ -59,12 +66,19 @@ from typing import TYPE_CHECKING, Any
 
 from app import errors
 from app.errors import CorruptDocument, DocumentTooLarge, PermanentError
-from app.pipeline.extract import ExtractedText, OcrOptions, extract
+from app.pipeline.extract import ExtractedText, OcrOptions, detect_type, extract
 
 if TYPE_CHECKING:
     from app.config import Settings
 
-__all__ = ["ExtractBudget", "extract_within_budget", "run_within_budget"]
+__all__ = [
+    "IN_PROCESS_MAX_BYTES",
+    "IN_PROCESS_TYPES",
+    "ExtractBudget",
+    "extract_within_budget",
+    "in_process",
+    "run_within_budget",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +97,17 @@ _POLL_S = 0.25
 _PR_SET_PDEATHSIG = 1
 _EXIT_OK = 0
 _EXIT_UNREPORTED = 70  # EX_SOFTWARE: the child could not even report its failure
+
+#: Types (:func:`~app.pipeline.extract.detect_type`'s names) extracted without the child, when
+#: the file is at most :data:`IN_PROCESS_MAX_BYTES`.
+IN_PROCESS_TYPES = frozenset({"text", "markdown"})
+#: Largest text file extracted in-process. 16 MiB of Latin-1 text, the costliest case (charset
+#: detection, then a decoded copy), took 1.3 s and ~90 MiB at most here; it is also ~20,000
+#: chunks, a quarter of an hour of embedding on 2 cores, beside which a fork (tens of ms) is
+#: nothing. Above it the child keeps a hostile file's memory out of the worker.
+IN_PROCESS_MAX_BYTES = 16 * 1024 * 1024
+#: Bytes :func:`~app.pipeline.extract.extract` gives :func:`~app.pipeline.extract.detect_type`.
+_HEAD_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +148,9 @@ class ExtractBudget:
 def extract_within_budget(
     data: bytes, file_name: str, budget: ExtractBudget | Settings
 ) -> ExtractedText:
-    """:func:`~app.pipeline.extract.extract` in a child process bounded in time and memory.
+    """:func:`~app.pipeline.extract.extract` in a child process bounded in time and memory; in
+    this process for plain text and Markdown of at most :data:`IN_PROCESS_MAX_BYTES` (the same
+    result and errors: see the module docstring).
 
     Args:
         data: the whole file.
@@ -140,19 +167,60 @@ def extract_within_budget(
     """
     if not isinstance(budget, ExtractBudget):
         budget = ExtractBudget.from_settings(budget)
+    options: dict[str, Any] = {
+        "max_pages": budget.max_pages,
+        "max_chars": budget.max_chars,
+        "ocr": budget.ocr,
+        "pictures": budget.pictures,
+    }
+    if in_process(data, file_name):
+        return _extract_here(data, file_name, options)
     result = run_within_budget(
         extract,
         data,
         file_name,
-        max_pages=budget.max_pages,
-        max_chars=budget.max_chars,
-        ocr=budget.ocr,
-        pictures=budget.pictures,
         timeout_s=budget.timeout_s,
         memory_mb=budget.memory_mb,
+        **options,
     )
     assert isinstance(result, ExtractedText)
     return result
+
+
+def in_process(data: bytes, file_name: str) -> bool:
+    """Whether :func:`extract_within_budget` reads this file without the child: plain text or
+    Markdown (as :func:`~app.pipeline.extract.detect_type` decides from the same head and name)
+    of at most :data:`IN_PROCESS_MAX_BYTES`. A file the detection refuses goes to the child,
+    which reports the refusal as it does for any file."""
+    if len(data) > IN_PROCESS_MAX_BYTES:
+        return False
+    try:
+        return detect_type(data[:_HEAD_BYTES], file_name) in IN_PROCESS_TYPES
+    except errors.DocvecError:
+        return False
+
+
+def _extract_here(data: bytes, file_name: str, options: dict[str, Any]) -> ExtractedText:
+    """:func:`~app.pipeline.extract.extract` in this process, its failures raised as the child's
+    would be (see the module docstring's table).
+
+    Raises:
+        DocvecError: the one ``extract`` raised.
+        DocumentTooLarge: out of memory.
+        PermanentError: any other exception (a bug): an internal error.
+    """
+    try:
+        return extract(data, file_name, **options)
+    except errors.DocvecError:
+        raise
+    except MemoryError:
+        raise DocumentTooLarge(
+            "extraction ran out of memory; the document is too large to read", stage=STAGE
+        ) from None
+    except Exception as exc:
+        raise PermanentError(
+            f"internal error during extraction: {_describe(exc)}", stage=STAGE
+        ) from exc
 
 
 def run_within_budget(

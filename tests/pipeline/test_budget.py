@@ -24,8 +24,15 @@ from app.errors import (
     EmptyDocument,
     EncryptedDocument,
     PermanentError,
+    UnsupportedFormat,
 )
-from app.pipeline.budget import ExtractBudget, extract_within_budget, run_within_budget
+from app.pipeline.budget import (
+    IN_PROCESS_MAX_BYTES,
+    ExtractBudget,
+    extract_within_budget,
+    in_process,
+    run_within_budget,
+)
 from app.pipeline.extract import extract
 from tests.security import hostile
 
@@ -245,3 +252,73 @@ def test_lxml_out_of_memory_is_reported_as_memory() -> None:
     """libxml2 reports a failed allocation as a parse error; it is still the memory budget."""
     with pytest.raises(DocumentTooLarge, match="needed more than 256 MiB"):
         extract_within_budget(hostile.docx_memory_hog(), "hog.docx", ExtractBudget(memory_mb=256))
+
+
+# -- plain text and Markdown: extracted without the child ------------------------------------------
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Pids of the children ``os.fork`` starts in this process (the real fork, counted)."""
+    started: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:  # the parent; a child leaves through os._exit
+            started.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return started
+
+
+@pytest.mark.parametrize(
+    "rel", ["text/md/en/fastapi__async.md", "text/txt/rfc3986.txt", "text/edge_cases/blns.txt"]
+)
+def test_text_and_markdown_are_extracted_in_process(
+    corpus: Path, forks: list[int], rel: str
+) -> None:
+    data = (corpus / rel).read_bytes()
+    name = Path(rel).name
+    assert in_process(data, name)
+    assert extract_within_budget(data, name, ExtractBudget()) == extract(data, name)
+    assert forks == []  # no child was started
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "error"),
+    [
+        ("blank.md", b" \n\t\r\n  \n" * 100, EmptyDocument),
+        ("mostly-nul.txt", hostile.mostly_nul(), UnsupportedFormat),
+        ("long.txt", b"word " * 100, DocumentTooLarge),
+    ],
+)
+def test_in_process_errors_are_the_childs(
+    forks: list[int], name: str, data: bytes, error: type[PermanentError]
+) -> None:
+    """A refused text file fails in-process with the class, message and stage the child sends."""
+    budget = ExtractBudget(max_chars=100)
+    with pytest.raises(error) as here:
+        extract_within_budget(data, name, budget)
+    assert forks == []
+    with pytest.raises(error) as child:
+        run_within_budget(extract, data, name, max_chars=100, **BUDGET)
+    assert len(forks) == 1
+    assert (here.value.message, here.value.stage) == (child.value.message, child.value.stage)
+
+
+def test_pdf_and_large_text_still_go_to_the_child(corpus: Path, forks: list[int]) -> None:
+    pdf = (corpus / "pdf/text/pdflatex-4-pages.pdf").read_bytes()
+    assert extract_within_budget(pdf, "a.pdf", ExtractBudget()) == extract(pdf, "a.pdf")
+    assert len(forks) == 1
+    # A PDF named like text is a PDF (content wins over the name): the child reads it.
+    assert not in_process(pdf, "notes.txt")
+    extract_within_budget(pdf, "notes.txt", ExtractBudget())
+    assert len(forks) == 2
+    # A text file over the in-process bound keeps the child's memory and time budget.
+    big = b"word " * (IN_PROCESS_MAX_BYTES // 5 + 1)
+    assert not in_process(big, "big.txt")
+    with pytest.raises(DocumentTooLarge, match="the limit is 100"):
+        extract_within_budget(big, "big.txt", ExtractBudget(max_chars=100))
+    assert len(forks) == 3
