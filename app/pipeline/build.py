@@ -1,10 +1,14 @@
 """Building an index version in the background: re-embed what SQL holds into a new collection.
 
-A build step (:func:`build_step`) takes the version's lease, then, document by document, embeds
-the chunk text already in ``document_chunks`` with the version's provider and writes the points
-to the version's collection — or, when the version's chunking differs from the active one's,
-reads the stored file, extracts it (in the budgeted child) and chunks it with the version's
-chunker. Each document is recorded in the version (``index_version_documents``) in the
+A build step (:func:`build_step`) takes the version's lease, then embeds the chunk text already
+in ``document_chunks`` with the version's provider and writes the points to the version's
+collection — or, when the version's chunking differs from the active one's, reads the stored
+file, extracts it (in the budgeted child) and chunks it with the version's chunker. Documents
+share provider calls: the step gathers the next ones until their chunks fill about one provider
+batch (``provider.batch_size``) and embeds their texts in one call (:func:`embed_batch`: each
+distinct text once, texts the version already holds read back), so a project of small documents
+costs a request per batch, not per document. Each document is then written on its own
+(:func:`write_document`) and recorded in the version (``index_version_documents``) in the
 transaction that checks, under the document's row lock, that its generation is still the one
 embedded; a document re-vectorized or uploaded meanwhile is found missing by the next pass, and a
 deleted one is gone from every version's collection (:func:`app.services.delete_document`). So
@@ -16,7 +20,9 @@ one alias operation).
 Faults: a worker killed mid-step loses nothing — its lease runs out and the next step (the
 sweep's) resumes with the documents still missing; a document that cannot be built (its file is
 gone, the provider refuses it) is recorded as a failure, which blocks activation and is shown in
-the progress; a transient error ends the step for a later one to retry.
+the progress; a transient error ends the step for a later one to retry. A call that several
+documents share and the provider refuses is made again per document, so only the document at
+fault is recorded as failed, as when each document had its own call.
 
 Images: a version with an image model also gets the image vectors of every image document — the
 stored file is pictured again in the budgeted child (no OCR: the text comes from SQL) and the
@@ -30,7 +36,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -49,6 +56,7 @@ from app.db.models import (
 )
 from app.db.session import session_scope
 from app.embeddings import EmbeddingUsage
+from app.embeddings import Vectors as ChunkVectors
 from app.errors import DocvecError, PermanentError, TransientError
 from app.pipeline.budget import extract_within_budget, run_within_budget
 from app.pipeline.extract import IMAGE_TYPES, pictures_of_file
@@ -59,7 +67,8 @@ from app.vectorstore import Point, image_point_id, point_id
 
 log = logging.getLogger(__name__)
 
-#: Documents fetched per query of the missing ones; each is embedded and written on its own.
+#: Documents fetched per query of the missing ones (at least one provider batch of them): they
+#: share provider calls, and each is written on its own.
 PAGE = 64
 
 
@@ -124,12 +133,18 @@ def build_step(
 ) -> StepResult:
     """Build documents of the version until none is missing or ``budget_s`` seconds passed.
 
+    The documents are taken in batches of about one provider batch of chunks, embedded in one
+    call (:func:`embed_batch`) and written one by one (:func:`write_document`). The budget is
+    looked at before each batch and while one is gathered, so a step ends at most one provider
+    call (and its documents' writes) after it: what a call embedded is written, not dropped.
+
     Args:
         parts: the process's parts (:meth:`PipelineParts.index_parts` gives the version's).
         version_id: the version to build (state ``building``).
         budget_s: seconds of work in this step (a Celery task sizes it under its time limit and
             sends another step when documents remain).
-        lease_s: seconds the step holds the build per document (renewed after each).
+        lease_s: seconds the step holds the build: renewed before each provider call and after
+            each document, so it must outlast one call.
         on_document: progress callback ``(built, failed)`` after each document.
         keep_versions: retired versions kept after an activation here (older ones dropped).
 
@@ -150,6 +165,22 @@ def build_step(
                 else (row.state if row is not None else "gone")
             )
         return result
+
+    def settle(ok: bool | None) -> None:
+        """Count one document's outcome and renew the lease.
+
+        Raises:
+            _Gone: the version stopped building (cancelled meanwhile).
+        """
+        if ok is True:
+            result.built += 1
+        elif ok is False:
+            result.failed += 1
+        if on_document is not None:
+            on_document(result.built, result.failed)
+        if not _renew(parts.sessions, version_id, lease_s):
+            raise _Gone
+
     try:
         with session_scope(parts.sessions) as session:
             row = session.get(IndexVersion, version_id)
@@ -157,6 +188,7 @@ def build_step(
             index = parts.index_parts(indexes.VersionRef.of(row))
         index.ensure()
         deadline = time.monotonic() + budget_s
+        batch_chunks = index.provider.batch_size
         while True:
             with session_scope(parts.sessions) as session:
                 row = session.get(IndexVersion, version_id)
@@ -165,23 +197,36 @@ def build_step(
                     return result
                 active = indexes.active_version_or_none(session, row.project_id)
                 active_set = active.chunk_set if active is not None else ""
-                todo = indexes.missing_documents(session, row, limit=PAGE)
-            if not todo:
+                # At least one batch of one-chunk documents per page, whatever the batch size.
+                page = indexes.missing_documents(session, row, limit=max(PAGE, batch_chunks))
+            if not page:
                 break
-            for document_id, generation in todo:
+            todo = deque(page)
+            held: BuildInput | None = None
+            while todo or held is not None:
                 if time.monotonic() > deadline:
                     result.remaining = True
                     return result
-                ok = build_document(parts, index, document_id, generation, active_set=active_set)
-                if ok is True:
-                    result.built += 1
-                elif ok is False:
-                    result.failed += 1
-                if on_document is not None:
-                    on_document(result.built, result.failed)
-                if not _renew(parts.sessions, version_id, lease_s):
-                    result.state = "gone"  # cancelled meanwhile
-                    return result
+                batch, held = _gather(
+                    parts,
+                    index,
+                    todo,
+                    held,
+                    active_set=active_set,
+                    batch_chunks=batch_chunks,
+                    deadline=deadline,
+                    settle=settle,
+                )
+                if not batch:
+                    continue
+                if not _renew(parts.sessions, version_id, lease_s):  # held through the call
+                    raise _Gone
+                for prepared, vectors in zip(batch, embed_batch(parts, index, batch), strict=True):
+                    settle(
+                        write_document(parts, index, prepared, *vectors)
+                        if vectors is not None
+                        else False
+                    )
         result.problems = verify(parts, index)
         if result.problems:
             # Documents whose points are not all there are built again by the next pass.
@@ -190,8 +235,80 @@ def build_step(
         result.state, result.activated = _finish(parts, version_id, keep_versions)
         result.remaining = result.state == IndexState.building
         return result
+    except _Gone:
+        result.state = "gone"  # cancelled meanwhile
+        return result
     finally:
         _release(parts.sessions, version_id)
+
+
+class _Gone(Exception):
+    """Internal: the version stopped building during the step (its lease could not be renewed)."""
+
+
+def _gather(
+    parts: PipelineParts,
+    index: IndexParts,
+    todo: deque[tuple[uuid.UUID, int]],
+    held: BuildInput | None,
+    *,
+    active_set: str,
+    batch_chunks: int,
+    deadline: float,
+    settle: Callable[[bool | None], None],
+) -> tuple[list[BuildInput], BuildInput | None]:
+    """The documents of the next provider call: ``held`` (left over from the last one), then
+    the next of ``todo``, read (:func:`read_document`) until their chunks fill a batch of
+    ``batch_chunks``; past it, only those that fit in the room the call's last request has left
+    (the provider cuts a call into requests of ``batch_size``), so no call ends in a needless
+    short request. A call then holds about one batch of texts, or one long document's. Gathering
+    stops at ``deadline``; a document that failed or changed is ``settle``-d at once.
+
+    Returns:
+        The call's documents (possibly none) and the document read for the next call, if any.
+
+    Raises:
+        TransientError: from :func:`read_document`.
+        _Gone: from ``settle``.
+    """
+    batch = [held] if held is not None else []
+    chunks = sum(len(b.texts) for b in batch)
+    while todo and (chunks < batch_chunks or chunks % batch_chunks):
+        if time.monotonic() > deadline:
+            break
+        document_id, generation = todo.popleft()
+        prepared = read_document(parts, index, document_id, generation, active_set=active_set)
+        if not isinstance(prepared, BuildInput):
+            settle(prepared)
+            continue
+        size = len(prepared.texts)
+        if chunks >= batch_chunks and size > -chunks % batch_chunks:
+            return batch, prepared  # it would add a request: the next call's
+        batch.append(prepared)
+        chunks += size
+    return batch, None
+
+
+@dataclass
+class BuildInput:
+    """One document read for the build and not yet embedded: its chunks' texts in chunk order
+    (``chunk_indexes[i]`` is the chunk index of ``texts[i]``), the chunk rows to write when the
+    version chunks anew (None: the rows in SQL are the version's), and its page pictures when
+    the version has an image model (empty otherwise)."""
+
+    document_id: uuid.UUID
+    generation: int
+    project_id: uuid.UUID
+    file_name: str
+    chunk_indexes: list[int]
+    texts: list[str]
+    new_rows: list[dict[str, object]] | None = None
+    pictures: tuple[bytes, ...] = ()
+
+
+#: A document's vectors from :func:`embed_batch`: its chunks' (float32, ``len(texts)`` x
+#: dimension) and its pictures' (pages x the image model's dimension).
+Vectors = tuple[ChunkVectors, list[list[float]]]
 
 
 def build_document(
@@ -202,10 +319,40 @@ def build_document(
     *,
     active_set: str,
 ) -> bool | None:
-    """Put one document, at ``generation``, into the version ``index``.
+    """Put one document, at ``generation``, into the version ``index``, in a call of its own
+    (:func:`build_step` shares calls between documents).
 
     Returns True when built, False when it failed for good (recorded with its reason), None when
     it changed meanwhile (a newer generation or deleted: the next pass sees it again, or not).
+
+    Raises:
+        TransientError: retry later (the caller's step ends).
+    """
+    prepared = read_document(parts, index, document_id, generation, active_set=active_set)
+    if not isinstance(prepared, BuildInput):
+        return prepared
+    (vectors,) = embed_batch(parts, index, [prepared])
+    if vectors is None:
+        return False
+    return write_document(parts, index, prepared, *vectors)
+
+
+def read_document(
+    parts: PipelineParts,
+    index: IndexParts,
+    document_id: uuid.UUID,
+    generation: int,
+    *,
+    active_set: str,
+) -> BuildInput | bool | None:
+    """Read one document for the build: its chunk texts from SQL, or — when the version's
+    chunking is not the active one's (``active_set``) — its stored file extracted (in the
+    budgeted child) and chunked again; and the page pictures of an image document when the
+    version has an image model.
+
+    Returns:
+        A :class:`BuildInput`; False when it failed for good (recorded with its reason); None
+        when it is no longer vectorized at ``generation``.
 
     Raises:
         TransientError: retry later (the caller's step ends).
@@ -218,13 +365,10 @@ def build_document(
             return None
         file_name, project_id, uri = doc.file_name, doc.project_id, doc.storage_uri
         pictured = index.images is not None and doc.content_type in IMAGE_TYPES
-        rows: list[dict[str, object]] = []
+        rows: list[tuple[int, str]] = []
         if chunk_set == active_set:
             rows = [
-                {
-                    "index": c.chunk_index,
-                    "text": c.content,
-                }
+                (c.chunk_index, c.content)
                 for c in session.scalars(
                     select(DocumentChunk)
                     .where(
@@ -234,17 +378,16 @@ def build_document(
                     .order_by(DocumentChunk.chunk_index)
                 )
             ]
-    new_rows: list[dict[str, object]] | None = None
-    pictures: tuple[bytes, ...] = ()
+    prepared = BuildInput(document_id, generation, project_id, file_name, [], [])
     try:
         if chunk_set != active_set:
             # Another chunking: the stored file is read, extracted and chunked again.
             data = parts.storage.read(uri)
             extracted = extract_within_budget(data, file_name, extract_budget(parts, index))
             del data
-            pictures = extracted.page_pictures
+            prepared.pictures = extracted.page_pictures
             chunks = index.chunker.split(extracted.text)
-            new_rows = [
+            prepared.new_rows = [
                 {
                     "id": point_id(document_id, c.index, chunk_set),
                     "document_id": document_id,
@@ -260,56 +403,116 @@ def build_document(
                 }
                 for c in chunks
             ]
-            rows = [{"index": r["chunk_index"], "text": r["content"]} for r in new_rows]
+            rows = [(c.index, c.text) for c in chunks]
         elif pictured:
-            pictures = _pictures(parts, uri, file_name)
-        texts = [str(r["text"]) for r in rows]
-        vectors = (
-            embed_reusing(
-                [texts],
-                provider=index.provider,
-                stored=lambda hashes: stored_vectors(
-                    parts.sessions,
-                    index.store,
-                    project_id=project_id,
-                    chunk_set=chunk_set,
-                    hashes=hashes,
-                ),
-                usage=EmbeddingUsage(),
-            ).vectors
-            if texts
-            else []
+            prepared.pictures = _pictures(parts, uri, file_name)
+    except Exception as exc:
+        _fail(parts, index, prepared, exc)
+        return False
+    prepared.chunk_indexes = [i for i, _ in rows]
+    prepared.texts = [t for _, t in rows]
+    return prepared
+
+
+def embed_batch(
+    parts: PipelineParts, index: IndexParts, batch: Sequence[BuildInput]
+) -> list[Vectors | None]:
+    """The vectors of ``batch``'s documents, their chunks embedded in one provider call (the
+    provider cuts it into requests of ``batch_size``) and their pictures in one image call.
+
+    Each distinct text is embedded once, and texts the version already holds are read back
+    from its own collection (:func:`app.pipeline.reuse.embed_reusing`, as
+    :func:`app.pipeline.process.complete_documents` does). When the call fails for a reason
+    retrying cannot fix, each document of a shared call is embedded again on its own, so only
+    the one at fault fails.
+
+    Returns:
+        Per document, in order, its :data:`Vectors`, or None when it failed for good (recorded
+        with its reason).
+
+    Raises:
+        TransientError: retry later (the caller's step ends; nothing of the batch is written).
+    """
+    version = index.version
+    try:
+        texts = [b.texts for b in batch]
+        # No text at all (image documents only): a 0-row matrix, and no provider call.
+        vectors = embed_reusing(
+            texts,
+            provider=index.provider,
+            stored=lambda hashes: stored_vectors(
+                parts.sessions,
+                index.store,
+                project_id=version.project_id,
+                chunk_set=version.chunk_set,
+                hashes=hashes,
+            ),
+            usage=EmbeddingUsage(),
+        ).vectors
+        pictured = embed_pictures(index, [b.pictures for b in batch])
+    except Exception as exc:
+        if len(batch) == 1 or _transient(parts, exc):
+            _fail(parts, index, batch[0], exc)  # raises TransientError when transient
+            return [None]
+        log.info(
+            "a call of %d documents into %s failed (%s): embedding each on its own",
+            len(batch),
+            version.label(),
+            exc,
         )
-        image_vectors = embed_pictures(index, [pictures])[0]
-    except TransientError:
-        raise
-    except DocvecError as exc:
-        _record_failure(parts, version.id, document_id, generation, exc)
-        return False
-    except Exception as exc:  # a bug or an unexpected library error fails this document only
-        log.error("building document %s into %s", document_id, version.label(), exc_info=exc)
-        _record_failure(parts, version.id, document_id, generation, PermanentError(str(exc)))
-        return False
+        return [v for b in batch for v in embed_batch(parts, index, [b])]
+    out: list[Vectors | None] = []
+    start = 0
+    for b, image_vectors in zip(batch, pictured, strict=True):
+        out.append((vectors[start : start + len(b.texts)], image_vectors))
+        start += len(b.texts)
+    return out
+
+
+def write_document(
+    parts: PipelineParts,
+    index: IndexParts,
+    prepared: BuildInput,
+    vectors: ChunkVectors,
+    image_vectors: Sequence[list[float]],
+) -> bool | None:
+    """Write one embedded document into the version: under the document's row lock, if it is
+    still vectorized at the generation read and the version still building or ready, upsert its
+    points (and image points), delete its stale ones, replace its chunk rows when the version
+    chunks anew, and record it in the version — one SQL transaction.
+
+    Returns:
+        True when written; None when the document or the version changed meanwhile (nothing
+        written).
+
+    Raises:
+        Whatever the store or the database raises (the caller's step ends).
+    """
+    version = index.version
+    chunk_set = version.chunk_set
+    document_id, generation = prepared.document_id, prepared.generation
     points = [
         Point(
-            id=point_id(document_id, int(str(r["index"])), chunk_set),
+            id=point_id(document_id, chunk_index, chunk_set),
             vector=v,
-            project_id=project_id,
+            project_id=prepared.project_id,
             document_id=document_id,
-            chunk_index=int(str(r["index"])),
-            file_name=file_name,
-            text=str(r["text"]),
+            chunk_index=chunk_index,
+            file_name=prepared.file_name,
+            text=text,
         )
-        for r, v in zip(rows, vectors, strict=True)
+        for chunk_index, text, v in zip(
+            prepared.chunk_indexes, prepared.texts, vectors, strict=True
+        )
     ]
     image_points = [
         Point(
             id=image_point_id(document_id, page_index),
             vector=v,
-            project_id=project_id,
+            project_id=prepared.project_id,
             document_id=document_id,
             chunk_index=page_index,
-            file_name=file_name,
+            file_name=prepared.file_name,
         )
         for page_index, v in enumerate(image_vectors)
     ]
@@ -325,14 +528,14 @@ def build_document(
         if index.images is not None and image_points:
             index.images.store.upsert(image_points)
             index.images.store.delete_document(document_id, from_chunk_index=len(image_points))
-        if new_rows is not None:
+        if prepared.new_rows is not None:
             session.execute(
                 delete(DocumentChunk).where(
                     DocumentChunk.document_id == document_id, DocumentChunk.chunk_set == chunk_set
                 )
             )
-            if new_rows:
-                session.execute(insert(DocumentChunk), new_rows)
+            if prepared.new_rows:
+                session.execute(insert(DocumentChunk), prepared.new_rows)
         indexes.record_document(
             session,
             version_id=version.id,
@@ -341,6 +544,34 @@ def build_document(
             chunks=len(points),
         )
     return True
+
+
+def _fail(parts: PipelineParts, index: IndexParts, prepared: BuildInput, exc: Exception) -> None:
+    """Record ``exc`` as the document's failure in the version — or, for a transient error (or
+    one of ``parts.transient_exceptions``: a worker's soft time limit), raise it as a
+    :class:`TransientError`, since it is no fault of the document.
+
+    Raises:
+        TransientError: ``exc`` is transient.
+    """
+    if isinstance(exc, TransientError):
+        raise exc
+    if _transient(parts, exc):
+        raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+    version = index.version
+    if not isinstance(exc, DocvecError):
+        # A bug or an unexpected library error fails this document only.
+        log.error(
+            "building document %s into %s", prepared.document_id, version.label(), exc_info=exc
+        )
+        exc = PermanentError(str(exc))
+    _record_failure(parts, version.id, prepared.document_id, prepared.generation, exc)
+
+
+def _transient(parts: PipelineParts, exc: BaseException) -> bool:
+    """Whether ``exc`` is no fault of the documents: the error tree's transient branch, or one
+    of ``parts.transient_exceptions`` (a worker's soft time limit)."""
+    return isinstance(exc, (TransientError, *parts.transient_exceptions))
 
 
 def _pictures(parts: PipelineParts, uri: str, file_name: str) -> tuple[bytes, ...]:

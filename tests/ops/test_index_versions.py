@@ -28,12 +28,14 @@ from sqlalchemy import func, select
 from app import indexes, services
 from app.config import EmbeddingSettings, Settings
 from app.db import migrate
-from app.db.models import DocumentChunk, IndexState, IndexVersion
+from app.db.models import DocumentChunk, IndexState, IndexVersion, IndexVersionDocument
 from app.errors import IndexMismatch
 from app.pipeline.build import activate_version, build_step, drop_version, run_build, take_lease
 from app.pipeline.process import process_document
+from app.pipeline.reuse import text_hash
 from app.runtime import Runtime
-from tests.embeddings.fakes import FakeOpenAI
+from app.vectorstore import point_id
+from tests.embeddings.fakes import FakeOpenAI, Reply, bow_vector, close, openai_error
 
 KEY_ENV = "DOCVEC_TEST_INDEX_KEY"
 
@@ -349,6 +351,143 @@ def test_a_build_whose_holder_died_is_resumed_with_every_document_once(
         rt.close()
 
 
+def _batched_settings(tmp_path: Path, fake: FakeOpenAI, batch_size: int) -> Settings:
+    settings = _settings(tmp_path, fake.url + "/v1", "fake-a", 16)
+    return settings.model_copy(
+        update={"embedding": settings.embedding.model_copy(update={"batch_size": batch_size})}
+    )
+
+
+def _v2_inputs(fake: FakeOpenAI, dims: int) -> list[list[str]]:
+    """The inputs of each embedding request made for a version of ``dims`` numbers."""
+    return [
+        list(r.body["input"])
+        for r in fake.embed_requests
+        if r.body and r.body.get("dimensions") == dims
+    ]
+
+
+def test_a_build_fills_provider_batches_across_documents(tmp_path: Path, fake: FakeOpenAI) -> None:
+    settings = _batched_settings(tmp_path, fake, batch_size=4)
+    migrate.upgrade(settings.sqlalchemy_url)
+    rt = Runtime(settings)
+    # Nine one-chunk documents, two more with the same text, and one of three chunks: 14
+    # chunks, 13 distinct texts, 12 documents.
+    texts = {f"n{i}.txt": f"Note {i}: " + TEXTS[name] for i, name in enumerate(list(TEXTS) * 2)}
+    texts["n8.txt"] = "Harbour cranes unload the morning ferry before the tide turns."
+    # Two files (one ends in a newline) whose chunk texts are the same.
+    texts["same1.txt"] = "Identical boilerplate footer of every report."
+    texts["same2.txt"] = texts["same1.txt"] + "\n"
+    texts["long.txt"] = " ".join(
+        f"Paragraph {i} about {w} and nothing else at all." for i, w in enumerate(list(TEXTS) * 10)
+    )
+    try:
+        ids = {name: _add(rt, name, text) for name, text in texts.items()}
+        with rt.sessions() as s:
+            content = dict(s.execute(select(DocumentChunk.id, DocumentChunk.content)).all())
+            per_doc = dict(
+                s.execute(
+                    select(DocumentChunk.document_id, func.count()).group_by(
+                        DocumentChunk.document_id
+                    )
+                ).all()
+            )
+        assert per_doc[ids["long.txt"]] == 3 and len(content) == 14
+        built: list[tuple[int, int]] = []
+        version_id = _new_version(rt, model="fake-b", dimensions=32)
+        result = run_build(
+            rt, version_id, keep_versions=1, on_document=lambda b, f: built.append((b, f))
+        )
+        assert result.activated and (result.built, result.failed) == (12, 0)
+        assert built[-1] == (12, 0) and len(built) == 12  # progress after each document
+
+        requests = _v2_inputs(fake, 32)
+        # Fewer requests than documents: 13 texts in requests of at most 4.
+        assert len(requests) == 4 < len(ids)
+        assert all(len(r) <= 4 for r in requests)
+        sent = [t for r in requests for t in r]
+        assert sorted(sent) == sorted(set(content.values()))  # each distinct text once
+
+        # Every document's points: one per chunk row, its id, its own text's vector.
+        v2 = _versions(rt)[2]
+        store = rt.store_for(v2.collection)
+        for name, doc_id in ids.items():
+            expected = {point_id(doc_id, i, v2.chunk_set) for i in range(per_doc[doc_id])}
+            assert store.point_ids(document_ids=[doc_id]) == expected, name
+        stored = store.vectors(content)
+        assert set(stored) == set(content)
+        for chunk_id, text in content.items():
+            assert stored[chunk_id].text_sha256 == text_hash(text)
+            assert close(
+                [[float(x) for x in stored[chunk_id].vector]], [bow_vector(text, 32)], 1e-5
+            )
+        assert _search(rt, "harbour cranes ferry")[0].file_name == "n8.txt"
+    finally:
+        rt.close()
+
+
+def test_a_step_ends_after_the_call_in_flight_when_its_budget_runs_out(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    settings = _batched_settings(tmp_path, fake, batch_size=2)
+    migrate.upgrade(settings.sqlalchemy_url)
+    rt = Runtime(settings)
+    try:
+        for name, text in TEXTS.items():
+            _add(rt, name, text)
+        version_id = _new_version(rt, model="fake-b", dimensions=32)
+        fake.random_delay_s = (0.3, 0.3)  # each answer outlasts the step's budget
+        step = build_step(rt, version_id, budget_s=0.1)
+        # One call (two documents, or one if reading the first used the budget), written.
+        assert step.remaining and 1 <= step.built <= 2 and step.failed == 0
+        assert len(_v2_inputs(fake, 32)) == 1
+        with rt.sessions() as s:
+            row = s.get(IndexVersion, version_id)
+            assert row is not None
+            assert indexes.progress(s, row).documents_done == step.built
+        fake.random_delay_s = (0.0, 0.0)
+        assert run_build(rt, version_id, keep_versions=1).activated
+    finally:
+        rt.close()
+
+
+def test_a_refused_shared_call_fails_only_the_document_at_fault(
+    tmp_path: Path, fake: FakeOpenAI
+) -> None:
+    settings = _batched_settings(tmp_path, fake, batch_size=8)
+    migrate.upgrade(settings.sqlalchemy_url)
+    rt = Runtime(settings)
+    try:
+        ids = {name: _add(rt, name, text) for name, text in TEXTS.items()}
+        version_id = _new_version(rt, model="fake-b", dimensions=32)
+
+        def poisoned(seen: Any) -> bool:
+            return any("parallax" in t for t in (seen.body or {}).get("input", []))
+
+        # The provider refuses every request holding the stars' text: the shared call, then
+        # that document's own.
+        refusal = openai_error(400, "This input is not allowed.")
+        fake.push(*(Reply(refusal.status, refusal.body, match=poisoned) for _ in range(2)))
+        result = run_build(rt, version_id, keep_versions=1)
+        assert (result.built, result.failed) == (3, 1) and result.state == IndexState.failed
+        requests = _v2_inputs(fake, 32)
+        assert len(requests[0]) == 4  # one call for the four documents, refused
+        assert sorted(len(r) for r in requests[1:]) == [1, 1, 1, 1]  # then one each
+        with rt.sessions() as s:
+            failures = dict(
+                s.execute(
+                    select(IndexVersionDocument.document_id, IndexVersionDocument.error).where(
+                        IndexVersionDocument.version_id == version_id
+                    )
+                ).all()
+            )
+        assert {d for d, e in failures.items() if e} == {ids["stars.txt"]}
+        assert "ProviderRejected" in str(failures[ids["stars.txt"]])
+        assert len(failures) == 4
+    finally:
+        rt.close()
+
+
 def test_new_chunking_rechunks_the_stored_files(tmp_path: Path, fake: FakeOpenAI) -> None:
     settings = _settings(tmp_path, fake.url + "/v1", "fake-a", 16)
     migrate.upgrade(settings.sqlalchemy_url)
@@ -498,10 +637,12 @@ def test_kill_9_of_a_worker_mid_build_loses_nothing_and_the_build_completes(
 ) -> None:
     from app.jobqueue import SWEEP, JobQueue, create_producer
 
-    # Each embedding answer takes 0.25 s: the build of 24 documents lasts ~6 s, long enough to
-    # kill its worker in the middle.
-    with FakeOpenAI(random_delay_s=(0.25, 0.25)) as slow:
+    # Each embedding answer takes 0.5 s and holds two documents (the build fills provider
+    # batches across documents; a batch of 2): the build of 24 documents lasts ~6 s, long
+    # enough to kill its worker in the middle, between calls or in one.
+    with FakeOpenAI(random_delay_s=(0.5, 0.5)) as slow:
         env = make_service_env(
+            DOCVEC_EMBEDDING__BATCH_SIZE="2",
             DOCVEC_INDEX_BUILD_LEASE_S="2",
             DOCVEC_TASK_SOFT_TIME_LIMIT_S="60",
             DOCVEC_TASK_TIME_LIMIT_S="70",
@@ -567,6 +708,9 @@ def test_kill_9_of_a_worker_mid_build_loses_nothing_and_the_build_completes(
                     rows = set(s.scalars(select(DocumentChunk.id)))
                 # Every document once: one point per chunk row, no duplicate, no gap.
                 assert store.point_ids() == rows and store.count() == len(rows) == len(ids)
+                # The worker's calls held two documents each (one, at most, after the kill).
+                sizes = [len(r.body["input"]) for r in slow.embed_requests if r.body]
+                assert max(sizes) == 2 and sizes.count(2) >= len(sizes) - 2
                 assert _search(rt, "Document 5 container ships")[0].file_name in {
                     f"d{i}.txt" for i in range(len(ids))
                 }
