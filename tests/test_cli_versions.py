@@ -176,3 +176,22 @@ def test_an_edited_file_replaces_its_document(
     notes.write_text("\n\n".join(PARAGRAPHS[:1]))
     table = _cli(monkeypatch, data_dir, "ingest", str(docs), "-p", "guide")
     assert "updated" in table and "not guessing" in table
+
+    # `docvec replace DOCUMENT_ID FILE`: one document, by id; its recorded path stays.
+    loose = tmp_path / "notes.md"
+    loose.write_text("\n\n".join(PARAGRAPHS[5:7]))
+    done = json.loads(_cli(monkeypatch, data_dir, "replace", str(doc_id), str(loose), "--json"))
+    assert done == {"document_id": str(doc_id), "changed": True, "outcomes": {"succeeded": 1}}
+    assert (doc_id, "guide/notes.md", 2) in _docs(data_dir)
+    again = json.loads(_cli(monkeypatch, data_dir, "replace", str(doc_id), str(loose), "--json"))
+    assert again["changed"] is False and again["outcomes"] is None
+    gif = tmp_path / "x.gif"
+    gif.write_bytes(b"GIF89a" + b"\x00" * 100)
+    monkeypatch.setenv("DOCVEC_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    try:
+        refused = CliRunner().invoke(cli_app, ["replace", str(doc_id), str(gif)])
+    finally:
+        get_settings.cache_clear()
+    assert refused.exit_code == 1 and "GIF" in refused.output
+    assert (doc_id, "guide/notes.md", 2) in _docs(data_dir)
