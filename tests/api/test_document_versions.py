@@ -29,17 +29,26 @@ PARAGRAPHS = [
 V1 = "\n\n".join(PARAGRAPHS).encode()
 
 
-@pytest.fixture
-def make_client(tmp_path: Path, local_provider: Any) -> Iterator[MakeClient]:
-    """``make_client(run_jobs=True, **settings)``: the app on a fresh data folder, with chunks
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_client(
+    request: pytest.FixtureRequest, tmp_path: Path, local_provider: Any
+) -> Iterator[MakeClient]:
+    """``make_client(run_jobs=True, **settings)``: the app on a fresh data folder — on SQLite,
+    or on a fresh PostgreSQL database (row locks, its unique-constraint errors) — with chunks
     of one paragraph (so that an edit touches one chunk)."""
     opened: list[tuple[TestClient, Runtime]] = []
+    database: dict[str, str] = (
+        {"database_url": request.getfixturevalue("pg_database_url")}
+        if request.param == "postgresql"
+        else {}
+    )
 
     def make(*, run_jobs: bool = True, **overrides: Any) -> TestClient:
         settings = Settings(  # type: ignore[call-arg]
             _env_file=None,
             data_dir=tmp_path / "data",
             chunking=ChunkingSettings(chunk_size=300, chunk_overlap=0, min_chunk_size=16),
+            **database,
             **overrides,
         )
         migrate.upgrade(settings.sqlalchemy_url)
