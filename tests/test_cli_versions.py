@@ -157,6 +157,14 @@ def test_an_edited_file_replaces_its_document(
     report = json.loads(_cli(monkeypatch, data_dir, "reconcile", "--json"))
     assert report["clean"], report
 
+    # Edited into the other file's bytes: skipped, saying whose they are; nothing changes.
+    notes.write_text("A different file that shares the base name.")
+    same = _ingest(monkeypatch, data_dir, str(docs), "-p", "guide")
+    assert same["updated"] == [] and same["vectorized"] == []
+    reasons = {s["file"]: s["reason"] for s in same["skipped"]}
+    assert "keeps its version" in reasons["guide/notes.md"]
+    assert ("guide/notes.md", 4) in [(name, n) for _, name, n in _docs(data_dir)]
+
     # --keep-old-versions: today's behaviour, a new document beside the old one.
     notes.write_text("\n\n".join(PARAGRAPHS[:3]))
     kept = _ingest(monkeypatch, data_dir, str(docs), "-p", "guide", "--keep-old-versions")

@@ -201,6 +201,12 @@ def _record(
                 why = "unchanged (same sha256), already " + doc.status
                 if doc.status == DocumentStatus.failed:
                     why += f": {doc.error}"
+                if replace and named and doc.id not in named:
+                    # Its path's document cannot take bytes another document holds.
+                    why = (
+                        f"same content as document {doc.id} ({doc.file_name}); the document "
+                        f"named {name!r} keeps its version"
+                    )
                 report["skipped"].append({"file": rel, "reason": why})
         session.commit()
         # The replaced versions' files, now that nothing committed points at them (unless
