@@ -19,8 +19,10 @@
         ├── StorageError          the stored file is missing or unreadable
         ├── ProviderRejected      HTTP 400/401/403/404 from a provider (bad key, unknown model, ...)
         ├── DimensionMismatch     the collection's vector size differs from the provider's
-        └── IndexMismatch         the settings describe another model or chunking than the
-                                  project's active index version (app/indexes.py)
+        ├── IndexMismatch         the settings describe another model or chunking than the
+        │                         project's active index version (app/indexes.py)
+        └── DuplicateContent      a new version of a document has the bytes of another
+                                  document of its project (the API answers 409)
 
 Each error may carry the pipeline ``stage`` in which it happened (``extract``, ``chunk``, ``embed``,
 ``upsert``, ``commit``); the pipeline fills it in when the raiser did not.
@@ -125,6 +127,18 @@ class IndexMismatch(PermanentError):
     models in one index. The message names both and the remedy (``docvec index create``)."""
 
 
+class DuplicateContent(PermanentError):
+    """A new version of a document holds exactly the bytes of *another* document of the same
+    project (documents are unique per project by SHA-256): replacing would make two documents of
+    one file. Nothing is changed; the message names the other document, and ``document_id``
+    carries its id (app/services.py, ``replace_document``)."""
+
+    def __init__(self, message: str, *, document_id: str, stage: str | None = None) -> None:
+        super().__init__(message, stage=stage)
+        #: The id of the document that already holds these bytes.
+        self.document_id = document_id
+
+
 class VectorStoreLocked(VectorStoreUnavailable):
     """The embedded Qdrant folder (Qdrant Edge or qdrant-client's local mode) is held by another
     process or store. Transient for a document (the holder may let go: a CLI run that ends, a
@@ -138,6 +152,7 @@ __all__ = [
     "DimensionMismatch",
     "DocumentTooLarge",
     "DocvecError",
+    "DuplicateContent",
     "EmptyDocument",
     "EncryptedDocument",
     "IndexMismatch",

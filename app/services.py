@@ -21,7 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import indexes
+from app import indexes, outbox
 from app.db.models import (
     Document,
     DocumentChunk,
@@ -33,6 +33,7 @@ from app.db.models import (
 )
 from app.embeddings import EmbeddingProvider
 from app.embeddings.images import ImageEmbeddingProvider
+from app.errors import DuplicateContent
 from app.storage import FileStorage, StoredFile
 from app.vectorstore import (
     DEFAULT_SEARCH_MODE,
@@ -100,6 +101,22 @@ def sanitize_file_name(name: str | None) -> str:
         else:
             name = name[:MAX_FILE_NAME]
     return name
+
+
+def sanitize_relative_path(path: str) -> str:
+    """A display-safe relative path (``guide/intro.md``): each component as
+    :func:`sanitize_file_name` makes it, joined by ``/``, at most 200 characters.
+
+    What ``docvec ingest DIR`` records as a file's name, so that two files of one name in two
+    folders stay two names and a file's next version is found by its path (README, "New
+    versions of a document"). When the path is too long, leading folders are dropped: the name
+    and its extension matter most (the extractor reads the extension).
+    """
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    names = [sanitize_file_name(p) for p in parts] or ["unnamed"]
+    while len(names) > 1 and len("/".join(names)) > MAX_FILE_NAME:
+        names.pop(0)
+    return "/".join(names)
 
 
 # ---- projects -----------------------------------------------------------------------------
@@ -252,11 +269,14 @@ def add_document(
     path: Path | None = None,
     content_type: str | None = None,
     max_bytes: int | None = None,
+    keep_folders: bool = False,
 ) -> AddResult:
     """Store a file content-addressed and record a ``pending`` document (generation 1).
 
     The same bytes in the same project return the existing document (``created=False``).
-    Give either ``pieces`` (a stream of bytes) or ``path``.
+    Give either ``pieces`` (a stream of bytes) or ``path``. ``keep_folders``: ``file_name`` is
+    a relative path to keep as such (:func:`sanitize_relative_path`: ``docvec ingest``), not
+    an uploaded name reduced to its last component (:func:`sanitize_file_name`).
 
     Raises:
         DocumentTooLarge: more than ``max_bytes`` bytes.
@@ -272,7 +292,11 @@ def add_document(
             return AddResult(existing, created=False)
         doc = Document(
             project_id=project.id,
-            file_name=sanitize_file_name(file_name),
+            file_name=(
+                sanitize_relative_path(file_name or "")
+                if keep_folders
+                else sanitize_file_name(file_name)
+            ),
             content_type=content_type,
             size_bytes=stored.size_bytes,
             sha256=stored.sha256,
@@ -295,6 +319,14 @@ def add_document(
         # Bytes whose record failed must not stay on disk, unreferenced.
         discard_uploads(session, storage, [stored.uri])
         raise
+
+
+def document_with_content(
+    session: Session, *, project_id: uuid.UUID, sha256: str
+) -> Document | None:
+    """The project's document whose file has this SHA-256 (hex), if any (at most one: unique
+    per project)."""
+    return _by_sha(session, project_id, sha256)
 
 
 def _by_sha(session: Session, project_id: uuid.UUID, sha: str) -> Document | None:
@@ -330,6 +362,155 @@ def request_revectorize(session: Session, *, document: Document) -> int:
     )
     session.refresh(document)
     return document.generation
+
+
+def revectorize_document(session: Session, *, document: Document) -> list[Job]:
+    """Re-vectorize one document unless a job for it is already on its way.
+
+    A document ``pending`` with a job in the outbox or the broker (``queued_at``: cleared when a
+    run claims it) is left as it is: that job reads the document's row — its file included —
+    when it claims it, so a second request before the claim is coalesced into it (a double
+    click queues nothing more). Otherwise :func:`request_revectorize` bumps the generation.
+
+    Lock the document's row first (``get_document(..., for_update=True)``) so that concurrent
+    requests decide one after the other.
+
+    Returns:
+        The job to enqueue after committing (:func:`app.outbox.put_jobs`), or none when
+        coalesced.
+    """
+    if outbox.is_queued(document):
+        return []
+    return [(document.id, request_revectorize(session, document=document))]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceResult:
+    """A new version given to a document (:func:`replace_document`).
+
+    Attributes:
+        document: the document, with its new content (or as it was, when ``changed`` is False).
+        changed: False when the bytes were the document's own already: nothing was done.
+        jobs: the re-vectorize to enqueue after committing (none when unchanged, or when a job
+            already on its way will read the new file: :func:`revectorize_document`).
+        old_uri: the file the document held before; after the commit, remove it when no
+            document references it any more (:func:`delete_unreferenced_files`). None when
+            unchanged.
+        new_uri: the file now stored for it; if the caller's commit fails, discard it
+            (:func:`discard_uploads`).
+    """
+
+    document: Document
+    changed: bool
+    jobs: list[Job]
+    old_uri: str | None
+    new_uri: str
+
+
+def replace_document(
+    session: Session,
+    *,
+    document: Document,
+    storage: FileStorage,
+    pieces: Iterable[bytes] | None = None,
+    path: Path | None = None,
+    file_name: str | None = None,
+    content_type: str | None = None,
+    max_bytes: int | None = None,
+) -> ReplaceResult:
+    """Give ``document`` new content in place: a new version of its file.
+
+    The bytes are stored content-addressed; the document keeps its id — so its points (ids from
+    document id and chunk index) are overwritten by the next run, which also deletes the points
+    and rows of chunk indexes the new version no longer has — and gets the new ``sha256``,
+    ``size_bytes``, ``storage_uri`` and ``content_type``, ``file_name`` if given (sanitised),
+    and no error. The re-vectorize goes through :func:`revectorize_document`: a new generation
+    (runs of the old one write nothing; index versions being built find the document changed
+    and build it again) unless a job on its way will read the new file anyway. Chunks whose
+    text the old version already had are not embedded again (app/pipeline/reuse.py).
+
+    Nothing is committed here and no file is deleted: the caller records ``jobs`` in the
+    outbox, commits, and only then removes ``old_uri`` if no document references it — a
+    commit that fails must leave the old version whole, and files are shared by every document
+    with the same bytes. Give either ``pieces`` or ``path``; lock the document's row first.
+
+    Args:
+        document: the document to give new content (its row locked by the caller).
+        storage: where the bytes go.
+        pieces: the new file as a stream of bytes (an HTTP upload).
+        path: the new file on disk (``docvec ingest``).
+        file_name: its new name; None keeps the document's.
+        content_type: the part's declared type (the pipeline records the extracted one).
+        max_bytes: refuse more bytes than this (``DOCVEC_MAX_UPLOAD_BYTES``).
+
+    Returns:
+        A :class:`ReplaceResult`; ``changed`` False when the bytes are the document's own.
+
+    Raises:
+        DocumentTooLarge: more than ``max_bytes`` bytes (nothing changed, nothing kept).
+        DuplicateContent: another document of the project has these bytes (nothing changed;
+            the message names it).
+    """
+    if path is not None:
+        stored: StoredFile = storage.save_path(path, max_bytes=max_bytes)
+    else:
+        assert pieces is not None
+        stored = storage.save_stream(pieces, max_bytes=max_bytes)
+    if stored.sha256 == document.sha256:
+        # The same bytes as now: the stored file is the document's own (content-addressed).
+        return ReplaceResult(document, False, [], None, stored.uri)
+    other = _by_sha(session, document.project_id, stored.sha256)
+    if other is not None:
+        # Nothing to undo: the stored file is that document's (content-addressed), and the
+        # caller's transaction is left alone (docvec ingest records a whole folder in one).
+        raise _duplicate(other)
+    try:
+        old_uri = document.storage_uri
+        document.sha256 = stored.sha256
+        document.size_bytes = stored.size_bytes
+        document.storage_uri = stored.uri
+        document.content_type = content_type
+        if file_name is not None:
+            document.file_name = sanitize_file_name(file_name)
+        document.error = None
+        document.failed_stage = None
+        try:
+            session.flush()
+        except IntegrityError:
+            # A concurrent upload of the same bytes won the unique (project_id, sha256) race.
+            session.rollback()
+            other = _by_sha(session, document.project_id, stored.sha256)
+            if other is None:
+                raise
+            raise _duplicate(other) from None
+        jobs = revectorize_document(session, document=document)
+        return ReplaceResult(document, True, jobs, old_uri, stored.uri)
+    except BaseException:
+        # Bytes whose record failed must not stay on disk, unreferenced.
+        discard_uploads(session, storage, [stored.uri])
+        raise
+
+
+def _duplicate(other: Document) -> DuplicateContent:
+    return DuplicateContent(
+        f"these bytes are already document {other.id} ({other.file_name!r}) of this project; "
+        "a document holds one file: delete that one first, or keep both as they are",
+        document_id=str(other.id),
+    )
+
+
+def documents_by_name(session: Session, *, project_id: uuid.UUID) -> dict[str, list[uuid.UUID]]:
+    """The project's document ids by ``file_name`` (one query; ``docvec ingest`` matches each
+    file's path against it to find the document it is a new version of)."""
+    by_name: dict[str, list[uuid.UUID]] = {}
+    rows = session.execute(
+        select(Document.file_name, Document.id)
+        .where(Document.project_id == project_id)
+        .order_by(Document.created_at, Document.id)
+    )
+    for name, doc_id in rows.all():
+        by_name.setdefault(name, []).append(doc_id)
+    return by_name
 
 
 def revectorize_project(session: Session, *, project: Project) -> list[Job]:
@@ -710,7 +891,6 @@ def sweep_stuck(
     Re-queued documents get their outbox row here, in the caller's transaction; the caller
     commits and then relays (:func:`app.outbox.relay`).
     """
-    from app import outbox
     from app.db.models import AttemptOutcome, OutboxEntry, VectorizationAttempt, utcnow
 
     now = utcnow()

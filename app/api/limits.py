@@ -7,9 +7,10 @@ at once when ``Content-Length`` announces too much, and otherwise counts the bod
 application reads it and cuts it off with ``413`` at the first byte over the limit. The rest of the
 body is never read, and the connection is closed.
 
-Limits: the upload route (``POST /projects/{id}/documents``) takes up to
-``Settings.upload_request_limit`` bytes (``max_request_bytes``, by default ``max_upload_bytes`` +
-1 MiB); every other route up to :data:`MAX_JSON_BODY_BYTES`.
+Limits: the upload routes (``POST /projects/{id}/documents``, and ``PUT /documents/{id}/file``, a
+document's new version) take up to ``Settings.upload_request_limit`` bytes
+(``max_request_bytes``, by default ``max_upload_bytes`` + 1 MiB); every other route up to
+:data:`MAX_JSON_BODY_BYTES`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ __all__ = ["MAX_JSON_BODY_BYTES", "BodySizeLimit"]
 MAX_JSON_BODY_BYTES = 1024 * 1024
 
 _UPLOAD_PATH = re.compile(r"/projects/[^/]+/documents/?$")
+#: A document's new version (app/api/routes/documents.py, ``replace_document_file``).
+_NEW_VERSION_PATH = re.compile(r"/documents/[^/]+/file/?$")
 
 
 class _BodyTooLarge(Exception):
@@ -37,7 +40,8 @@ class BodySizeLimit:
 
     Args:
         app: the wrapped application.
-        upload_limit: bytes allowed for ``POST .../projects/{id}/documents``.
+        upload_limit: bytes allowed for ``POST .../projects/{id}/documents`` and
+            ``PUT .../documents/{id}/file``.
         default_limit: bytes allowed for any other request.
     """
 
@@ -50,7 +54,10 @@ class BodySizeLimit:
 
     def limit_for(self, scope: Scope) -> int:
         """The body limit (bytes) of the request ``scope`` describes."""
-        if scope.get("method") == "POST" and _UPLOAD_PATH.search(scope.get("path", "")):
+        method, path = scope.get("method"), scope.get("path", "")
+        if (method == "POST" and _UPLOAD_PATH.search(path)) or (
+            method == "PUT" and _NEW_VERSION_PATH.search(path)
+        ):
             return self.upload_limit
         return self.default_limit
 

@@ -30,7 +30,7 @@ from app.api.routes import (
 )
 from app.config import Settings, get_settings
 from app.db import migrate
-from app.errors import IndexMismatch
+from app.errors import DuplicateContent, IndexMismatch
 from app.jobqueue import JobQueue
 from app.runtime import Runtime
 from app.services import Enqueue, NotFound
@@ -99,6 +99,7 @@ def create_app(
     docs.install(app)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(IndexMismatch, _conflict)
+    app.add_exception_handler(DuplicateContent, _duplicate)
     app.add_exception_handler(RequestValidationError, _invalid)
     # Bodies are counted as they stream in: an oversized upload is cut off before it is spooled.
     app.add_middleware(BodySizeLimit, upload_limit=settings.upload_request_limit)
@@ -171,6 +172,13 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     The body is the one ``HTTPException(404, str(exc))`` gives, so routes simply let it rise.
     """
     return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _duplicate(request: Request, exc: Exception) -> JSONResponse:
+    """A new version of a document with another document's bytes
+    (:class:`~app.errors.DuplicateContent`) answers 409 naming that document."""
+    assert isinstance(exc, DuplicateContent)
+    return JSONResponse({"detail": str(exc), "document_id": exc.document_id}, status_code=409)
 
 
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:

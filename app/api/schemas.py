@@ -111,6 +111,25 @@ class UploadResponse(BaseModel):
     message: str | None = None
 
 
+class ReplacedDocument(BaseModel):
+    """A new version of a document's file (``PUT /documents/{id}/file``)."""
+
+    id: uuid.UUID
+    file_name: str
+    status: str
+    sha256: str
+    size_bytes: int
+    generation: int
+    #: False when the bytes were the document's own already: nothing was done or queued.
+    changed: bool
+    #: Jobs queued: 1, or 0 when unchanged or when a job already on its way reads the new file.
+    queued: int
+    status_url: str
+    #: False when the broker was unreachable: the job is recorded and published once it is back.
+    published: bool = True
+    message: str | None = None
+
+
 class ChunkOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

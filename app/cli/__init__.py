@@ -9,7 +9,7 @@ module         commands
 ``ingest``     ``ingest``
 ``search``     ``search``
 ``ask``        ``ask``
-``documents``  ``status``, ``revectorize``, ``retry``, ``reconcile``
+``documents``  ``status``, ``revectorize``, ``replace``, ``retry``, ``reconcile``
 ``evaluate``   ``eval``
 ``projects``   ``projects``
 ``providers``  ``providers``

@@ -1,9 +1,10 @@
-"""Documents after ingest: ``status``, ``revectorize``, ``retry`` and ``reconcile``."""
+"""Documents after ingest: ``status``, ``revectorize``, ``replace``, ``retry`` and ``reconcile``."""
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -25,6 +26,8 @@ from app.cli._utilities import (
 )
 from app.config import get_settings
 from app.db.models import Document, DocumentStatus
+from app.errors import DocvecError
+from app.pipeline.extract import detect_type
 
 DocumentArg = Annotated[str | None, typer.Argument(help="A document id.")]
 
@@ -174,6 +177,64 @@ def revectorize(
             outcomes = run_jobs(runtime, session, jobs, queue=queue)
         if outcomes is not None:
             out.print(format_outcomes(outcomes) or "nothing to do")
+
+
+@app.command()
+def replace(
+    document_id: Annotated[str, typer.Argument(help="A document id.")],
+    file: Annotated[Path, typer.Argument(help="The document's new version.")],
+    queue: QueueOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Give a document a new version of its file: same id, its old chunks replaced, only the
+    changed chunks embedded."""
+    if not file.is_file():
+        raise fail(f"{file} is not a file")
+    with open(file, "rb") as f:
+        head = f.read(8192)
+    with open_runtime(get_settings()) as runtime, exit_on(services.NotFound, DocvecError):
+        # Refused like an upload before the good version is given up (the API: 422, 415).
+        if not head:
+            raise fail(f"{file}: the file is empty")
+        detect_type(head, file.name)
+        with runtime.sessions() as session:
+            try:
+                doc = services.get_document(session, uuid.UUID(document_id), for_update=True)
+            except ValueError as exc:
+                raise fail(f"document {document_id} not found") from exc
+            # The file's name, unless it is the document's own base name (a path recorded by
+            # `docvec ingest` stays, so that the next ingest finds the document by it).
+            name: str | None = services.sanitize_file_name(file.name)
+            if name == services.sanitize_file_name(doc.file_name):
+                name = None
+            result = services.replace_document(
+                session,
+                document=doc,
+                storage=runtime.storage,
+                path=file,
+                file_name=name,
+                max_bytes=runtime.settings.max_upload_bytes,
+            )
+            replaced_id, changed = doc.id, result.changed
+            jobs = result.jobs
+            if result.changed and not jobs and not queue:
+                # A job on its way elsewhere: run it here too (that one then finds it done).
+                jobs = [(doc.id, doc.generation)]
+            outcomes = run_jobs(runtime, session, jobs, queue=queue) if result.changed else None
+            if result.old_uri is not None:
+                # Committed by run_jobs: the old version's file goes unless another has it.
+                services.delete_unreferenced_files(session, runtime.storage, [result.old_uri])
+    data = {
+        "document_id": str(replaced_id),
+        "changed": changed,
+        "outcomes": dict(outcomes) if outcomes is not None else None,
+    }
+    if as_json:
+        print_json(data)
+    elif not changed:
+        out.print("unchanged: the document already has these bytes")
+    elif outcomes is not None:
+        out.print(format_outcomes(outcomes) or "nothing to do")
 
 
 @app.command()

@@ -27,6 +27,7 @@ from app.config import get_settings
 from app.db.models import DocumentStatus, Project
 from app.errors import DocvecError
 from app.runtime import Runtime
+from app.storage import sha256_file
 
 #: ``(document_id, generation, file name relative to the ingested folder)``
 _Todo = tuple[uuid.UUID, int, str]
@@ -39,9 +40,21 @@ def ingest(
     retry_failed: Annotated[
         bool, typer.Option(help="Process again files that failed in an earlier run.")
     ] = False,
+    keep_old_versions: Annotated[
+        bool,
+        typer.Option(
+            help="Record a changed file as a new document beside its old version, instead of "
+            "replacing the document recorded under its path."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Store, chunk, embed and index documents, in this process."""
+    """Store, chunk, embed and index documents, in this process.
+
+    A file whose path (relative to PATH) names exactly one document of the project, with other
+    bytes, is a new version of that document: it replaces it in place (same id, its old chunks
+    gone; only changed chunks are embedded) and is reported as updated.
+    """
     settings = get_settings()
     files = _files(path)
     report: dict[str, Any] = {
@@ -49,13 +62,23 @@ def ingest(
         "vectorized": [],
         "failed": [],
         "skipped": [],
+        # New versions of documents already recorded (also in vectorized or failed once run).
+        "updated": [],
+        # Changed files added as new documents although documents of their name exist.
+        "added_beside": [],
         "chunks": 0,
     }
     with open_runtime(settings) as runtime, exit_on(DocvecError):
         logging.getLogger("app.pipeline.process").setLevel(logging.CRITICAL)  # the table reports
         started = time.perf_counter()
         todo = _record(
-            runtime, path, files, project=project, retry_failed=retry_failed, report=report
+            runtime,
+            path,
+            files,
+            project=project,
+            retry_failed=retry_failed,
+            replace=not keep_old_versions,
+            report=report,
         )
         _run(runtime, todo, report=report, quiet=as_json)
     wall = time.perf_counter() - started
@@ -88,9 +111,18 @@ def _record(
     *,
     project: str,
     retry_failed: bool,
+    replace: bool,
     report: dict[str, Any],
 ) -> list[_Todo]:
-    """Store and record every file; the documents to process, the others in ``report``."""
+    """Store and record every file; the documents to process, the others in ``report``.
+
+    ``replace``: a file with new bytes whose name matches exactly one document of the project
+    (by its path relative to ``path``, as recorded) and that no other file of this run already
+    claimed becomes that document's new version (:func:`app.services.replace_document`); with
+    several such documents nothing is guessed — it is added as a new document and reported in
+    ``added_beside``. The replaced versions' files are removed after the commit when no
+    document references them.
+    """
     with runtime.sessions() as session:
         found_project = services.get_or_create_project(session, name=project)
         project_id = found_project.id
@@ -100,24 +132,67 @@ def _record(
         runtime.active_index(session, found_project)
     todo: list[_Todo] = []
     seen: dict[uuid.UUID, str] = {}
+    old_uris: list[str] = []
     with runtime.sessions() as session:
         found = session.get(Project, project_id)
         assert found is not None
+        by_name = services.documents_by_name(session, project_id=project_id) if replace else {}
         for f in files:
             rel = str(f.relative_to(path)) if path.is_dir() else f.name
+            name = services.sanitize_relative_path(rel)
+            named = by_name.get(name, [])
+            if (
+                replace
+                and named
+                and services.document_with_content(
+                    session, project_id=project_id, sha256=sha256_file(f)
+                )
+                is None
+            ):
+                if len(named) == 1 and named[0] not in seen:
+                    doc = services.get_document(session, named[0], for_update=True)
+                    replaced = services.replace_document(
+                        session,
+                        document=doc,
+                        storage=runtime.storage,
+                        path=f,
+                        max_bytes=runtime.settings.max_upload_bytes,
+                    )
+                    seen[doc.id] = rel
+                    if replaced.old_uri is not None:
+                        old_uris.append(replaced.old_uri)
+                    report["updated"].append({"file": rel, "document_id": str(doc.id)})
+                    # Run here even when a queued job would (its run then finds it done).
+                    todo.append((doc.id, doc.generation, rel))
+                    continue
+                report["added_beside"].append(
+                    {
+                        "file": rel,
+                        "documents": [str(d) for d in named],
+                        "reason": (
+                            f"{len(named)} documents are named {name!r}: not guessing which "
+                            "one this file replaces"
+                            if len(named) > 1
+                            else f"the document named {name!r} is another file's in this run"
+                        ),
+                    }
+                )
             added = services.add_document(
                 session,
                 project=found,
                 storage=runtime.storage,
-                file_name=rel,
+                file_name=name,
                 path=f,
                 max_bytes=runtime.settings.max_upload_bytes,
+                keep_folders=True,
             )
             doc = added.document
             if doc.id in seen:
                 report["skipped"].append({"file": rel, "reason": f"same content as {seen[doc.id]}"})
                 continue
             seen[doc.id] = rel
+            if added.created:
+                by_name.setdefault(doc.file_name, []).append(doc.id)
             if added.created or doc.status in (DocumentStatus.pending, DocumentStatus.processing):
                 todo.append((doc.id, doc.generation, rel))
             elif doc.status == DocumentStatus.failed and retry_failed:
@@ -126,8 +201,17 @@ def _record(
                 why = "unchanged (same sha256), already " + doc.status
                 if doc.status == DocumentStatus.failed:
                     why += f": {doc.error}"
+                if replace and named and doc.id not in named:
+                    # Its path's document cannot take bytes another document holds.
+                    why = (
+                        f"same content as document {doc.id} ({doc.file_name}); the document "
+                        f"named {name!r} keeps its version"
+                    )
                 report["skipped"].append({"file": rel, "reason": why})
         session.commit()
+        # The replaced versions' files, now that nothing committed points at them (unless
+        # another document has the same bytes).
+        services.delete_unreferenced_files(session, runtime.storage, old_uris)
     return todo
 
 
@@ -195,8 +279,11 @@ def _print_report(report: dict[str, Any]) -> None:
             f"[dim]{len(report['skipped'])} file(s) skipped (unchanged or duplicate): "
             "nothing to do for them.[/dim]"
         )
+    for f in report["added_beside"]:
+        out.print(f"[yellow]{f['file']}: added as a new document; {f['reason']}[/yellow]")
     summary = Table(title=f"ingest into project {report['project']!r}", title_justify="left")
     summary.add_column("vectorized", justify="right")
+    summary.add_column("updated (new versions)", justify="right")
     summary.add_column("failed", justify="right")
     summary.add_column("skipped (duplicates)", justify="right")
     summary.add_column("chunks", justify="right")
@@ -204,6 +291,7 @@ def _print_report(report: dict[str, Any]) -> None:
     summary.add_column("chunks/s", justify="right")
     summary.add_row(
         str(len(report["vectorized"])),
+        str(len(report["updated"])),
         str(len(report["failed"])),
         str(len(report["skipped"])),
         str(report["chunks"]),

@@ -252,7 +252,15 @@ def prepare_document(
         return _observed(
             parts,
             _fail(
-                parts, document_id, claimed.attempt_id, err, stage, final_attempt, timings, usage
+                parts,
+                document_id,
+                claimed.attempt_id,
+                err,
+                stage,
+                final_attempt,
+                timings,
+                usage,
+                generation=claimed.generation,
             ),
         )
     return PreparedDocument(
@@ -383,6 +391,7 @@ def _complete_group(
                         d.final_attempt,
                         d.timings,
                         d.usage,
+                        generation=d.claim.generation,
                     ),
                 )
             )
@@ -601,7 +610,15 @@ def _write(
     except Exception as exc:
         err = _classified(parts, exc, stage, document_id)
         return _fail(
-            parts, document_id, claimed.attempt_id, err, stage, d.final_attempt, timings, d.usage
+            parts,
+            document_id,
+            claimed.attempt_id,
+            err,
+            stage,
+            d.final_attempt,
+            timings,
+            d.usage,
+            generation=claimed.generation,
         )
 
 
@@ -778,7 +795,13 @@ def _fail(
     final_attempt: bool,
     timings: dict[str, float],
     usage: EmbeddingUsage,
+    *,
+    generation: int,
 ) -> ProcessResult:
+    """Record a run of ``generation`` that ended in ``exc``: the attempt, and the document's
+    status while it still holds that generation. A run whose document got a newer generation
+    meanwhile (a re-vectorize, a new version of its file, whose old file may be gone already)
+    ends ``superseded``: it must not mark the newer run's document failed, nor retry."""
     stage = exc.stage or stage
     reason = str(exc)[:MAX_ERROR_CHARS]
     retry = isinstance(exc, TransientError) and not final_attempt
@@ -788,7 +811,10 @@ def _fail(
     try:
         with session_scope(parts.sessions) as session:
             doc = session.get(Document, document_id, with_for_update=True)
-            if doc is not None and doc.status == DocumentStatus.processing:
+            superseded = doc is not None and doc.generation != generation
+            if superseded:
+                outcome = AttemptOutcome.superseded
+            elif doc is not None and doc.status == DocumentStatus.processing:
                 # A retrying document waits in the queue, so it is pending again, not stuck.
                 doc.status = DocumentStatus.pending if retry else DocumentStatus.failed
                 doc.error = reason
@@ -805,6 +831,9 @@ def _fail(
             )
     except OperationalError as db_exc:
         raise DatabaseUnavailable(f"database unavailable: {db_exc.orig}") from db_exc
+    if superseded:
+        log.info("document %s: a newer generation superseded this run (%s)", document_id, reason)
+        return ProcessResult(document_id, RunOutcome.superseded, timings_ms=timings)
     level = logging.WARNING if retry else logging.ERROR
     log.log(level, "document %s %s at %s: %s", document_id, outcome, stage, reason)
     return ProcessResult(

@@ -200,3 +200,63 @@ def test_a_failed_shared_call_is_recorded_on_every_attempt(
     assert [(u or {}).get("requests") for u in usages] == [1, 1]
     assert sum((u or {}).get("retries") or 0 for u in usages) == 1
     assert [(u or {}).get("inputs") for u in usages] == [0, 0]
+
+
+def test_a_run_of_a_replaced_version_that_fails_leaves_the_new_run_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run prepared for a version of the file that was replaced meanwhile (README, "New
+    versions of a document"), whose embedding call then fails for good, ends ``superseded``:
+    it neither marks the document failed while the new version's run holds it, nor retries."""
+    from app import services
+    from app.config import EmbeddingSettings, Settings
+    from app.db import migrate
+    from tests.embeddings.fakes import FakeOpenAI, openai_error
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-replaced-run")
+    with FakeOpenAI() as fake:
+        fake.push(openai_error(400, "bad request"))
+        embedding = EmbeddingSettings(
+            provider="openai", base_url=fake.url + "/v1", dimensions=16, max_attempts=1
+        )
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None, data_dir=tmp_path / "data", embedding=embedding
+        )
+        migrate.upgrade(settings.sqlalchemy_url)
+        rt = Runtime(settings)
+        try:
+            (path,) = _small_files(tmp_path)[:1]
+            doc_id = add_file(rt, path)
+            old = prepare_document(rt, doc_id, 1)
+            assert isinstance(old, PreparedDocument)
+            with rt.sessions() as s:
+                replaced = services.replace_document(
+                    s,
+                    document=services.get_document(s, doc_id, for_update=True),
+                    storage=rt.storage,
+                    pieces=[b"The second version of this note says something else.\n"],
+                )
+                s.commit()
+                services.delete_unreferenced_files(s, rt.storage, [replaced.old_uri or ""])
+            assert replaced.jobs == [(doc_id, 2)]
+            new = prepare_document(rt, doc_id, 2)  # claims it: processing
+            assert isinstance(new, PreparedDocument)
+            (stale,) = complete_documents(rt, [old])  # its embedding call gets the 400
+            with rt.sessions() as s:
+                held = s.get(Document, doc_id)
+                assert held is not None and (held.status, held.error) == ("processing", None)
+            (done,) = complete_documents(rt, [new])
+        finally:
+            rt.close()
+    assert stale.outcome == "superseded" and done.outcome == "succeeded"
+    with rt.sessions() as s:
+        doc = s.get(Document, doc_id)
+        assert doc is not None and doc.status == "vectorized" and doc.generation == 2
+        outcomes = s.scalars(
+            select(VectorizationAttempt.outcome)
+            .where(VectorizationAttempt.document_id == doc_id)
+            .order_by(VectorizationAttempt.generation)
+        ).all()
+        texts = s.scalars(select(DocumentChunk.content)).all()
+    assert outcomes == ["superseded", "succeeded"]
+    assert texts == ["The second version of this note says something else."]

@@ -93,6 +93,16 @@ def _routes(pid: str, doc: str) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"/documents/{doc}/chunks", {}),
         ("POST", f"/documents/{doc}/revectorize", {}),
         ("POST", f"/projects/{pid}/revectorize", {}),
+        (
+            "PUT",
+            f"/documents/{doc}/file",
+            # A new version of its own: never another document's bytes (that is a 409).
+            {
+                "files": [
+                    ("file", ("v2.md", f"# v2 of {doc}\n\nnotes, again".encode(), "text/markdown"))
+                ]
+            },
+        ),
     ]
 
 

@@ -1,4 +1,4 @@
-"""Documents: upload, list, read, chunks, re-vectorize, delete."""
+"""Documents: upload, list, read, chunks, a new version of the file, re-vectorize, delete."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, HTTPException, Query, Response, UploadFile,
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app import outbox, services
+from app import services
 from app.api.deps import DispatchDep, Dispatcher, RuntimeDep, SessionDep
 from app.api.schemas import (
     BROKER_DOWN_MESSAGE,
@@ -19,6 +19,7 @@ from app.api.schemas import (
     DocumentDetail,
     DocumentOut,
     Page,
+    ReplacedDocument,
     UploadedDocument,
     UploadResponse,
     accepted,
@@ -79,6 +80,38 @@ def _check_image(upload: UploadFile, kind: str, ocr: OcrSettings) -> None:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{upload.filename}: {exc}") from exc
 
 
+def check_upload(upload: UploadFile, ocr: OcrSettings) -> None:
+    """Refuse a file part that cannot become a document, before anything is stored: the checks
+    of every upload (``POST /projects/{id}/documents``, ``PUT /documents/{id}/file``, the web
+    console). Its size is checked while it is stored (``max_upload_bytes``).
+
+    Raises:
+        HTTPException: 422 for an empty file or an unrecordable part ``Content-Type``; 415 for a
+            type sniffed as unsupported (``detail`` holds ``message`` and ``supported_types``);
+            413 for an image whose first page has more pixels than ``ocr.max_image_pixels``.
+    """
+    head = upload.file.read(8192)
+    upload.file.seek(0)
+    if not head:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.filename}: the file is empty"
+        )
+    if problem := _bad_content_type(upload.content_type):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.filename}: {problem}")
+    try:
+        kind = detect_type(head, upload.filename or "")
+    except UnsupportedFormat as exc:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            {
+                "message": f"{upload.filename}: {exc}",
+                "supported_types": _supported_types(ocr.mode),
+            },
+        ) from exc
+    if kind in IMAGE_TYPES:
+        _check_image(upload, kind, ocr)
+
+
 def _pieces(upload: UploadFile) -> Iterator[bytes]:
     while piece := upload.file.read(CHUNK_BYTES):
         yield piece
@@ -126,28 +159,7 @@ def accept_uploads(
     project = services.get_project(session, project_id)
     # Validate every file before recording any, so a bad file in a batch records nothing.
     for upload in files:
-        head = upload.file.read(8192)
-        upload.file.seek(0)
-        if not head:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.filename}: the file is empty"
-            )
-        if problem := _bad_content_type(upload.content_type):
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"{upload.filename}: {problem}"
-            )
-        try:
-            kind = detect_type(head, upload.filename or "")
-        except UnsupportedFormat as exc:
-            raise HTTPException(
-                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-                {
-                    "message": f"{upload.filename}: {exc}",
-                    "supported_types": _supported_types(runtime.settings.ocr.mode),
-                },
-            ) from exc
-        if kind in IMAGE_TYPES:
-            _check_image(upload, kind, runtime.settings.ocr)
+        check_upload(upload, runtime.settings.ocr)
     added: list[services.AddResult] = []
     try:
         for upload in files:
@@ -249,6 +261,71 @@ def chunk_page(
     return list(items), total
 
 
+@router.put(
+    "/documents/{document_id}/file",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=ReplacedDocument,
+    responses={
+        404: {"description": "no such document"},
+        409: {"description": "another document of the project has these bytes"},
+        413: {"description": "the file is over the upload limit"},
+        415: {"description": "the file's type (sniffed from its content) is not supported"},
+        422: {"description": "the file is empty, or its part's Content-Type unrecordable"},
+    },
+)
+def replace_document_file(
+    document_id: uuid.UUID,
+    file: Annotated[UploadFile, File(description="the document's new version")],
+    session: SessionDep,
+    runtime: RuntimeDep,
+    dispatch: DispatchDep,
+) -> dict[str, object]:
+    """Give a document a new version of its file: same id, its old chunks replaced."""
+    doc = services.get_document(session, document_id, for_update=True)
+    check_upload(file, runtime.settings.ocr)
+    # The part's name, unless it is the document's own base name: a document recorded by
+    # `docvec ingest` under its path (guide/intro.md) keeps that path, by which the next
+    # ingest finds it.
+    name = services.sanitize_file_name(file.filename) if file.filename else None
+    if name == services.sanitize_file_name(doc.file_name):
+        name = None
+    try:
+        result = services.replace_document(
+            session,
+            document=doc,
+            storage=runtime.storage,
+            pieces=_pieces(file),
+            file_name=name,
+            content_type=file.content_type,
+            max_bytes=runtime.settings.max_upload_bytes,
+        )
+    except DocumentTooLarge as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"{file.filename}: {exc}") from exc
+    try:
+        published = dispatch(session, result.jobs)  # commits
+    except BaseException:
+        if result.changed:
+            services.discard_uploads(session, runtime.storage, [result.new_uri])
+        raise
+    if result.old_uri is not None:
+        # Only now that the new version is committed; unless another document shares it.
+        services.delete_unreferenced_files(session, runtime.storage, [result.old_uri])
+    doc = result.document
+    return {
+        "id": doc.id,
+        "file_name": doc.file_name,
+        "status": doc.status,
+        "sha256": doc.sha256,
+        "size_bytes": doc.size_bytes,
+        "generation": doc.generation,
+        "changed": result.changed,
+        "queued": len(result.jobs),
+        "status_url": f"/documents/{doc.id}",
+        "published": published,
+        "message": None if published else BROKER_DOWN_MESSAGE,
+    }
+
+
 @router.post(
     "/documents/{document_id}/revectorize",
     status_code=status.HTTP_202_ACCEPTED,
@@ -259,10 +336,10 @@ def revectorize_document(
 ) -> dict[str, object]:
     """Re-vectorize one document (a newer request supersedes runs still in flight)."""
     doc = services.get_document(session, document_id, for_update=True)
-    if outbox.is_queued(doc):
-        # A job for it is still on its way (outbox or queue): a double click queues nothing more.
+    # Coalesced into a job still on its way (outbox or queue): a double click queues nothing more.
+    jobs = services.revectorize_document(session, document=doc)
+    if not jobs:
         return accepted([], published=True, document_ids=[doc.id])
-    jobs = [(doc.id, services.request_revectorize(session, document=doc))]
     return accepted(jobs, published=dispatch(session, jobs))
 
 
