@@ -72,7 +72,7 @@ test: setup
 # Benchmarks (bench/*.py): each prints its table and writes bench/results/NAME.json (gitignored).
 # `make bench` runs every script in full (over an hour on 2 cores: peers.py alone ingests 68
 # documents four ways, twice); `make bench-quick` runs each with --quick (about 15 minutes).
-BENCH_SCRIPTS := local_provider pipeline chunking search memory index_versions reuse ask pdf_text peers
+BENCH_SCRIPTS := local_provider pipeline chunking search memory index_versions reuse ask pdf_text peers workers
 
 $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,bench]'
