@@ -134,6 +134,11 @@ class EmbeddingProvider(ABC):
     max_tokens_per_request: ClassVar[int | None] = None
     #: What happens to an input longer than the model's context (shown by ``docvec providers``).
     overlong_policy: ClassVar[str] = "truncated by the model to its maximum sequence length"
+    #: True when a call's inputs are sent longest first (by token count, then characters), so
+    #: each batch holds inputs of about one length: for engines that pad a batch to its longest
+    #: input and pay for the padding (the local model), as sentence-transformers' own ``encode``
+    #: does. The vectors still come back in input order. Remote providers keep the input order.
+    sort_by_length: ClassVar[bool] = False
 
     #: First backoff delay (seconds) and its cap; each retry doubles it, times a factor in
     #: [0.5, 1] ("equal jitter") so that workers hit by the same outage do not retry in step.
@@ -326,7 +331,9 @@ class EmbeddingProvider(ABC):
         Up to ``max_concurrency`` batches are in flight at once; ``on_batch(n)`` is called (in the
         calling thread) after each batch of ``n`` inputs completes, in completion order. Each
         batch's vectors are copied into the matrix as it completes, so no list of Python floats
-        outlives its batch.
+        outlives its batch. With :attr:`sort_by_length` the batches are cut from the inputs
+        ordered longest first (a stable sort), and each batch's rows go back to their inputs'
+        places.
 
         Raises:
             ProviderUnavailable: a batch still failed transiently after its in-call retries.
@@ -340,6 +347,15 @@ class EmbeddingProvider(ABC):
         base = usage.inputs  # positions in truncated_inputs count from the call's first input
         usage.truncated_inputs.extend(base + i for i in truncated)
         usage.truncated += len(truncated)
+        # rows[j]: the input (and output row) of the j-th text sent; None: in input order.
+        rows: list[int] | None = None
+        if self.sort_by_length and len(fitted) > 1:
+            # Tokens, then characters: the token counts are estimates (~4 characters each).
+            rows = sorted(
+                range(len(fitted)), key=lambda i: (counts[i], len(fitted[i])), reverse=True
+            )
+            fitted = [fitted[i] for i in rows]
+            counts = [counts[i] for i in rows]
         ranges = [_Batch(start, end) for start, end in self.cut(counts)]
         # Allocated when the first batch tells the width (every batch has it: _check).
         out: Vectors | None = None
@@ -353,13 +369,19 @@ class EmbeddingProvider(ABC):
                 usage=usage,
                 cancel=cancel,
                 offset=base + batch.start,
+                positions=None
+                if rows is None
+                else [base + i for i in rows[batch.start : batch.end]],
             )
 
         def done(batch: _Batch, vectors: Vectors) -> None:
             nonlocal out, filled
             if out is None:
                 out = np.empty((len(fitted), vectors.shape[1]), dtype=np.float32)
-            out[batch.start : batch.end] = vectors
+            if rows is None:
+                out[batch.start : batch.end] = vectors
+            else:
+                out[rows[batch.start : batch.end]] = vectors
             filled += batch.end - batch.start
             if on_batch is not None:
                 on_batch(batch.end - batch.start)
@@ -426,11 +448,13 @@ class EmbeddingProvider(ABC):
         usage: EmbeddingUsage | None,
         cancel: threading.Event | None,
         offset: int = 0,
+        positions: Sequence[int] | None = None,
     ) -> Vectors:
         """One batch through the limiter, with in-call retries: a ``len(batch)`` x ``dimension``
         float32 matrix.
 
-        ``offset`` is the batch's first position in ``usage.truncated_inputs``' numbering.
+        ``offset`` is the batch's first position in ``usage.truncated_inputs``' numbering;
+        ``positions``, if given, the position of each of its inputs there (a sorted call's).
         """
         started = time.monotonic()
         deadline = started + self.retry_budget_s
@@ -493,7 +517,10 @@ class EmbeddingProvider(ABC):
                     if embedded.tokens is not None:
                         usage.tokens = (usage.tokens or 0) + embedded.tokens
                     usage.truncated += len(embedded.truncated)
-                    usage.truncated_inputs.extend(offset + i for i in embedded.truncated)
+                    usage.truncated_inputs.extend(
+                        positions[i] if positions is not None else offset + i
+                        for i in embedded.truncated
+                    )
             return vectors
 
     def _check(self, vectors: RawVectors, n: int) -> Vectors:

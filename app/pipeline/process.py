@@ -247,6 +247,9 @@ def prepare_document(
         timings["chunk"] = _ms(t)
         if not chunks and not extracted.page_pictures:
             raise EmptyDocument("no text left after normalisation", stage="chunk")
+        # The chunks hold the text now; the page map is all the write needs of the rest, so
+        # the full text (a byte or more per character) is not held through embedding.
+        extracted = dataclasses.replace(extracted, text="")
     except Exception as exc:
         err = _classified(parts, exc, stage, document_id)
         return _observed(
@@ -461,6 +464,9 @@ def _charge(
 #: for sure, within DOCVEC_STORE_RETRY_BUDGET_S (20). At 0.5 s they waited 1.75-3.5 s in all,
 #: and a 3 s outage cost a second embedding in 3 runs of 4 (tests/pipeline/test_store_blip.py).
 STORE_RETRY_BASE_S = 2.0
+#: Chunk rows per INSERT of a document's rows (one statement each, in its one transaction):
+#: 4,455 rows in one statement held ~6 MiB of parameters at once, 500 hold under 1 MiB.
+ROW_PAGE = 500
 
 
 def _write(
@@ -507,22 +513,32 @@ def _write(
             )
             for page_index, v in enumerate(image_vectors)
         ]
-        rows = [
-            {
-                "id": p.id,
-                "document_id": document_id,
-                "chunk_set": chunk_set,
-                "chunk_index": c.index,
-                "content": c.text,
-                "content_sha256": text_hash(c.text),
-                "start_char": c.start_char,
-                "end_char": c.end_char,
-                "token_count": c.token_count,
-                "page": d.extracted.page_at(c.start_char),
-                "ocr": d.extracted.from_ocr(c.start_char, c.end_char),
-            }
-            for c, p in zip(d.chunks, points, strict=True)
-        ]
+
+        def rows(start: int) -> list[dict[str, object]]:
+            """The chunk rows of chunks ``[start, start + ROW_PAGE)``, made per page so that a
+            long document's rows (and the driver's parameter sets) never exist all at once."""
+            return [
+                {
+                    "id": p.id,
+                    "document_id": document_id,
+                    "chunk_set": chunk_set,
+                    "chunk_index": c.index,
+                    "content": c.text,
+                    "content_sha256": text_hash(c.text),
+                    "start_char": c.start_char,
+                    "end_char": c.end_char,
+                    "token_count": c.token_count,
+                    "page": d.extracted.page_at(c.start_char),
+                    "ocr": d.extracted.from_ocr(c.start_char, c.end_char),
+                }
+                for c, p in zip(
+                    d.chunks[start : start + ROW_PAGE],
+                    points[start : start + ROW_PAGE],
+                    strict=True,
+                )
+            ]
+
+        chunk_count = len(d.chunks)
 
         def write() -> None:
             nonlocal stage
@@ -557,12 +573,13 @@ def _write(
                         DocumentChunk.chunk_set == chunk_set,
                     )
                 )
-                if rows:  # an image found only by what it shows has none
-                    session.execute(insert(DocumentChunk), rows)
+                # An image found only by what it shows has no chunk rows.
+                for start in range(0, chunk_count, ROW_PAGE):
+                    session.execute(insert(DocumentChunk), rows(start))
                 doc.status = DocumentStatus.vectorized
                 doc.error = None
                 doc.failed_stage = None
-                doc.chunk_count = len(rows)
+                doc.chunk_count = chunk_count
                 doc.page_count = d.extracted.page_count
                 doc.content_type = d.extracted.content_type
                 doc.embedding_model = f"{provider.name}:{provider.model}"
@@ -572,7 +589,7 @@ def _write(
                     version_id=index.version.id,
                     document_id=document_id,
                     generation=claimed.generation,
-                    chunks=len(rows),
+                    chunks=chunk_count,
                 )
                 # The COMMIT itself is not in this figure: the attempt row is written in it.
                 timings["commit"] = _ms(t)
@@ -580,7 +597,7 @@ def _write(
                     session,
                     claimed.attempt_id,
                     AttemptOutcome.succeeded,
-                    chunks=len(rows),
+                    chunks=chunk_count,
                     timings=timings,
                     usage=d.usage,
                 )
@@ -598,7 +615,7 @@ def _write(
         return ProcessResult(
             document_id,
             RunOutcome.succeeded,
-            chunks=len(rows),
+            chunks=chunk_count,
             timings_ms=timings,
             provider=provider.name,
         )

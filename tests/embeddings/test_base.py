@@ -273,6 +273,29 @@ def test_float32_from_the_provider_is_kept_without_a_copy() -> None:
     assert p.embed_matrix(["ab", "c"])[:, 0].tolist() == [2.0, 1.0]
 
 
+def test_sort_by_length_sends_longest_first_and_answers_in_input_order() -> None:
+    class Sorted(Scripted):
+        sort_by_length = True
+
+    p = Sorted(settings(batch_size=3, max_input_tokens=5))
+    # Lengths 1..8 characters, shuffled; 4 characters per token, so 24+ characters truncate.
+    lengths = [3, 8, 1, 30, 5, 2, 7, 4, 6]
+    texts = ["x" * n for n in lengths]
+    usage = EmbeddingUsage()
+    matrix = p.embed_matrix(texts, usage=usage)
+    # Each request holds inputs of about one length, longest first.
+    sent = [[len(t) for t in call] for call in p.calls]
+    assert sent == [[20, 8, 7], [6, 5, 4], [3, 2, 1]]
+    # Row i is still the vector of texts[i] (its first value is the length that was sent).
+    assert matrix[:, 0].tolist() == [float(min(n, 20)) for n in lengths]
+    # The over-long input is counted at its own position, not at its place in the sorted call.
+    assert usage.truncated_inputs == [3]
+    # Without the flag the requests keep the input order.
+    plain = Scripted(settings(batch_size=3))
+    plain.embed_matrix(texts)
+    assert [len(t) for t in plain.calls[0]] == [3, 8, 1]
+
+
 def test_vectors_that_are_not_numbers_or_not_a_matrix_are_rejected() -> None:
     class Words(Scripted):
         def _embed_batch(self, texts: list[str], *, kind: InputKind) -> Embedded:

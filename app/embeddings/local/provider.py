@@ -62,6 +62,8 @@ class LocalProvider(EmbeddingProvider):
     default_model: ClassVar[str] = "all-MiniLM-L6-v2"
     sdk_modules: ClassVar[tuple[str, ...]] = ("sentence_transformers", "torch")
     max_inputs_per_request: ClassVar[int] = 1024
+    # The encoders pad each batch to its longest input, and the padding costs compute.
+    sort_by_length: ClassVar[bool] = True
     overlong_policy: ClassVar[str] = (
         "truncated by the model to its maximum sequence length; each one counted as truncated "
         "in the attempt's usage"
