@@ -101,11 +101,14 @@ _EXIT_UNREPORTED = 70  # EX_SOFTWARE: the child could not even report its failur
 #: Types (:func:`~app.pipeline.extract.detect_type`'s names) extracted without the child, when
 #: the file is at most :data:`IN_PROCESS_MAX_BYTES`.
 IN_PROCESS_TYPES = frozenset({"text", "markdown"})
-#: Largest text file extracted in-process. 16 MiB of Latin-1 text, the costliest case (charset
-#: detection, then a decoded copy), took 1.3 s and ~90 MiB at most here; it is also ~20,000
-#: chunks, a quarter of an hour of embedding on 2 cores, beside which a fork (tens of ms) is
-#: nothing. Above it the child keeps a hostile file's memory out of the worker.
-IN_PROCESS_MAX_BYTES = 16 * 1024 * 1024
+#: Largest text file extracted in-process. Reading one costs a transient 4-9x its size (the
+#: bytes, the decoded text, the normalised copies, charset detection: 12 MiB at most for War and
+#: Peace's 3.2 MB of ASCII, 20 MiB for Don Quijote's 2.2 MB of UTF-8, measured with
+#: tracemalloc), which would lift the worker's peak RSS with the file's size; in the child it is
+#: the child's. At 1 MiB that transient stays under ~10 MiB, and the file is ~1,300 chunks, some
+#: 40 s of embedding on 2 cores, beside which the fork the larger files keep (tens of ms) is
+#: nothing. Most text and Markdown documents are far smaller.
+IN_PROCESS_MAX_BYTES = 1024 * 1024
 #: Bytes :func:`~app.pipeline.extract.extract` gives :func:`~app.pipeline.extract.detect_type`.
 _HEAD_BYTES = 4096
 
