@@ -61,8 +61,8 @@ from app.errors import DocvecError, PermanentError, TransientError
 from app.pipeline.budget import extract_within_budget, run_within_budget
 from app.pipeline.extract import IMAGE_TYPES, pictures_of_file
 from app.pipeline.parts import IndexParts, PipelineParts
-from app.pipeline.process import embed_pictures, extract_budget
-from app.pipeline.reuse import embed_reusing, stored_vectors, text_hash
+from app.pipeline.process import chunk_row, embed_pictures, extract_budget
+from app.pipeline.reuse import embed_reusing, stored_vectors
 from app.vectorstore import Point, image_point_id, point_id
 
 log = logging.getLogger(__name__)
@@ -388,19 +388,9 @@ def read_document(
             prepared.pictures = extracted.page_pictures
             chunks = index.chunker.split(extracted.text)
             prepared.new_rows = [
-                {
-                    "id": point_id(document_id, c.index, chunk_set),
-                    "document_id": document_id,
-                    "chunk_set": chunk_set,
-                    "chunk_index": c.index,
-                    "content": c.text,
-                    "content_sha256": text_hash(c.text),
-                    "start_char": c.start_char,
-                    "end_char": c.end_char,
-                    "token_count": c.token_count,
-                    "page": extracted.page_at(c.start_char),
-                    "ocr": extracted.from_ocr(c.start_char, c.end_char),
-                }
+                chunk_row(
+                    c, point_id(document_id, c.index, chunk_set), document_id, chunk_set, extracted
+                )
                 for c in chunks
             ]
             rows = [(c.index, c.text) for c in chunks]

@@ -469,6 +469,30 @@ STORE_RETRY_BASE_S = 2.0
 ROW_PAGE = 500
 
 
+def chunk_row(
+    chunk: Chunk,
+    row_id: uuid.UUID,
+    document_id: uuid.UUID,
+    chunk_set: str,
+    extracted: ExtractedText,
+) -> dict[str, object]:
+    """The ``document_chunks`` row of ``chunk`` (its id = its point's id), its page and OCR flag
+    from ``extracted``'s page map (the map only: the text may already be dropped)."""
+    return {
+        "id": row_id,
+        "document_id": document_id,
+        "chunk_set": chunk_set,
+        "chunk_index": chunk.index,
+        "content": chunk.text,
+        "content_sha256": text_hash(chunk.text),
+        "start_char": chunk.start_char,
+        "end_char": chunk.end_char,
+        "token_count": chunk.token_count,
+        "page": extracted.page_at(chunk.start_char),
+        "ocr": extracted.from_ocr(chunk.start_char, chunk.end_char),
+    }
+
+
 def _write(
     parts: PipelineParts,
     d: PreparedDocument,
@@ -518,19 +542,7 @@ def _write(
             """The chunk rows of chunks ``[start, start + ROW_PAGE)``, made per page so that a
             long document's rows (and the driver's parameter sets) never exist all at once."""
             return [
-                {
-                    "id": p.id,
-                    "document_id": document_id,
-                    "chunk_set": chunk_set,
-                    "chunk_index": c.index,
-                    "content": c.text,
-                    "content_sha256": text_hash(c.text),
-                    "start_char": c.start_char,
-                    "end_char": c.end_char,
-                    "token_count": c.token_count,
-                    "page": d.extracted.page_at(c.start_char),
-                    "ocr": d.extracted.from_ocr(c.start_char, c.end_char),
-                }
+                chunk_row(c, p.id, document_id, chunk_set, d.extracted)
                 for c, p in zip(
                     d.chunks[start : start + ROW_PAGE],
                     points[start : start + ROW_PAGE],
