@@ -62,7 +62,7 @@ from app.pipeline.budget import extract_within_budget, run_within_budget
 from app.pipeline.extract import IMAGE_TYPES, pictures_of_file
 from app.pipeline.parts import IndexParts, PipelineParts
 from app.pipeline.process import chunk_row, embed_pictures, extract_budget
-from app.pipeline.reuse import embed_reusing, stored_vectors
+from app.pipeline.reuse import embed_reusing, version_lookup
 from app.vectorstore import Point, image_point_id, point_id
 
 log = logging.getLogger(__name__)
@@ -430,12 +430,11 @@ def embed_batch(
         vectors = embed_reusing(
             texts,
             provider=index.provider,
-            stored=lambda hashes: stored_vectors(
+            stored=version_lookup(
                 parts.sessions,
                 index.store,
                 project_id=version.project_id,
                 chunk_set=version.chunk_set,
-                hashes=hashes,
             ),
             usage=EmbeddingUsage(),
         ).vectors

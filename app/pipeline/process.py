@@ -64,7 +64,7 @@ from app.pipeline.budget import ExtractBudget, extract_within_budget
 from app.pipeline.chunk import Chunk
 from app.pipeline.extract import ExtractedText
 from app.pipeline.parts import IndexParts, PipelineParts
-from app.pipeline.reuse import Embedded, embed_reusing, stored_vectors, text_hash
+from app.pipeline.reuse import Embedded, embed_reusing, text_hash, version_lookup
 from app.retrying import retry_call
 from app.vectorstore import Point, image_point_id, point_id
 
@@ -362,12 +362,11 @@ def _complete_group(
         embedded = embed_reusing(
             [[c.text for c in d.chunks] for d in docs],
             provider=provider,
-            stored=lambda hashes: stored_vectors(
+            stored=version_lookup(
                 parts.sessions,
                 index.store,
                 project_id=version.project_id,
                 chunk_set=version.chunk_set,
-                hashes=hashes,
             ),
             usage=usage,
             on_batch=on_chunks,

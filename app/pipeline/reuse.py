@@ -105,6 +105,24 @@ def stored_vectors(
     return found
 
 
+def version_lookup(
+    sessions: sessionmaker[Session],
+    store: VectorStore,
+    *,
+    project_id: uuid.UUID,
+    chunk_set: str,
+) -> Callable[[Sequence[str]], dict[str, Vector]]:
+    """The ``stored`` argument of :func:`embed_reusing` for one index version: ``hashes ->
+    {hash: vector}`` by :func:`stored_vectors` in the version's collection and chunk set."""
+
+    def lookup(hashes: Sequence[str]) -> dict[str, Vector]:
+        return stored_vectors(
+            sessions, store, project_id=project_id, chunk_set=chunk_set, hashes=hashes
+        )
+
+    return lookup
+
+
 def embed_reusing(
     groups: Sequence[Sequence[str]],
     *,
